@@ -1,0 +1,1 @@
+"""The training engine: loop, checkpoints, distributed set-up, EMA, logging, validation."""

@@ -1,0 +1,97 @@
+"""torch.distributed set-up: torchrun / torch.distributed.launch (``--launcher pytorch``) and Slurm.
+
+NCCL with one GPU per process when CUDA is used, gloo on CPU. ``LOCAL_RANK`` picks the device
+(torchrun sets it; the old launcher's ``--local_rank``/``--local-rank`` flag is also honoured).
+"""
+import functools
+import os
+import subprocess
+
+import torch
+import torch.distributed as dist
+
+
+def init_dist(launcher, backend=None, port=None, use_cuda=None, local_rank=None):
+    """Initialise the default process group; returns the device this process should use."""
+    if use_cuda is None:
+        use_cuda = torch.cuda.is_available()
+    backend = backend or ('nccl' if use_cuda else 'gloo')
+    if launcher == 'pytorch':
+        for var in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+            if var not in os.environ:
+                raise RuntimeError(f'--launcher pytorch needs the environment variable {var}; start the job with '
+                                   'torchrun --nproc_per_node=N realsr/train.py -opt X.yml --launcher pytorch')
+        local_rank = int(os.environ.get('LOCAL_RANK', local_rank or 0))
+    elif launcher == 'slurm':
+        proc_id = int(os.environ['SLURM_PROCID'])
+        ntasks = int(os.environ['SLURM_NTASKS'])
+        node_list = os.environ['SLURM_NODELIST']
+        addr = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        os.environ['MASTER_PORT'] = str(port or os.environ.get('MASTER_PORT', 29500))
+        os.environ.setdefault('MASTER_ADDR', addr)
+        os.environ['WORLD_SIZE'] = str(ntasks)
+        os.environ['RANK'] = str(proc_id)
+        gpus = max(torch.cuda.device_count(), 1)
+        local_rank = int(os.environ.get('SLURM_LOCALID', proc_id % gpus))
+        os.environ['LOCAL_RANK'] = str(local_rank)
+    else:
+        raise ValueError(f"launcher must be none, pytorch or slurm, got {launcher!r}")
+    if use_cuda:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        device = torch.device('cuda', torch.cuda.current_device())
+    else:
+        device = torch.device('cpu')
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return device
+
+
+def get_dist_info():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def master_only(func):
+    """Run ``func`` on rank 0 only (other ranks get None)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        rank, _ = get_dist_info()
+        if rank == 0:
+            return func(*args, **kwargs)
+        return None
+
+    return wrapper
+
+
+def barrier():
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def reduce_loss_dict(loss_dict):
+    """Average scalar losses over ranks (for logging only); returns Python floats."""
+    names = list(loss_dict)
+    values = torch.stack([torch.as_tensor(loss_dict[n], dtype=torch.float32).detach().reshape(()) for n in names])
+    _, world = get_dist_info()
+    if world > 1:
+        values = values.to(_collective_device())
+        dist.all_reduce(values)
+        values /= world
+    return {n: float(v) for n, v in zip(names, values.cpu())}
+
+
+def broadcast_object(obj, src=0):
+    _, world = get_dist_info()
+    if world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def _collective_device():
+    if dist.get_backend() == 'nccl':
+        return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')

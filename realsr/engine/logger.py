@@ -1,0 +1,113 @@
+"""Logging: the root logger (console + file), the training message line, tensorboard.
+
+Console output goes through ``tqdm.write`` so log lines and the progress bar do not garble
+each other. Ranks other than 0 only log errors.
+"""
+import datetime
+import logging
+import os
+import resource
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from realsr.engine.dist import get_dist_info
+
+LOGGER_NAME = 'realsr'
+_FORMAT = '%(asctime)s %(levelname)s: %(message)s'
+
+
+class _TqdmHandler(logging.StreamHandler):
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never crash training
+            self.handleError(record)
+
+
+def get_root_logger(log_file=None, log_level=logging.INFO):
+    """The ``realsr`` logger; adds a file handler for ``log_file`` on rank 0."""
+    logger = logging.getLogger(LOGGER_NAME)
+    rank, _ = get_dist_info()
+    if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(log_level if rank == 0 else logging.ERROR)
+    if log_file is not None and rank == 0:
+        if not any(isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(log_file)
+                   for h in logger.handlers):
+            fh = logging.FileHandler(log_file, 'w')
+            fh.setFormatter(logging.Formatter(_FORMAT))
+            logger.addHandler(fh)
+    return logger
+
+
+def close_file_handlers():
+    logger = logging.getLogger(LOGGER_NAME)
+    for h in list(logger.handlers):
+        if isinstance(h, logging.FileHandler):
+            h.close()
+            logger.removeHandler(h)
+
+
+def peak_memory_mb(device):
+    """Peak memory so far: CUDA allocator peak on a GPU, peak resident set size on CPU."""
+    if device is not None and device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def init_tb_logger(log_dir):
+    from tensorboardX import SummaryWriter
+    return SummaryWriter(log_dir=log_dir)
+
+
+class MessageLogger:
+    """Formats the periodic training line and writes the scalars to tensorboard.
+
+    ``[name..][epoch:  1, iter:     200, lr:(2.000e-04,)] [eta: 0:01:10, time (data): 0.105 (0.002),
+    9.52 it/s, peak mem: 812 MB] l_pix: 1.2345e-02``
+    """
+
+    def __init__(self, opt, start_iter=0, tb_logger=None, device=None):
+        self.exp_name = str(opt['name'])
+        self.interval = opt['logger']['print_freq']
+        self.max_iters = opt['train']['total_iter']
+        self.use_tb_logger = opt['logger'].get('use_tb_logger', False)
+        self.tb_logger = tb_logger
+        self.device = device
+        self.start_iter = start_iter
+        self.start_time = time.time()
+        self.logger = logging.getLogger(LOGGER_NAME)
+
+    def reset_start_time(self):
+        self.start_time = time.time()
+
+    def __call__(self, log_vars):
+        log_vars = dict(log_vars)
+        epoch = log_vars.pop('epoch')
+        current_iter = log_vars.pop('iter')
+        lrs = log_vars.pop('lrs')
+        message = f'[{self.exp_name[:5]}..][epoch:{epoch:3d}, iter:{current_iter:8,d}, lr:('
+        message += ''.join(f'{v:.3e},' for v in lrs) + ')] '
+        if 'time' in log_vars:
+            iter_time = log_vars.pop('time')
+            data_time = log_vars.pop('data_time')
+            elapsed = time.time() - self.start_time
+            done = max(current_iter - self.start_iter, 1)
+            time_sec_avg = elapsed / done
+            eta = datetime.timedelta(seconds=int(time_sec_avg * (self.max_iters - current_iter)))
+            message += (f'[eta: {eta}, time (data): {iter_time:.3f} ({data_time:.3f}), '
+                        f'{1.0 / max(time_sec_avg, 1e-9):.2f} it/s, peak mem: {peak_memory_mb(self.device):.0f} MB] ')
+        for k, v in log_vars.items():
+            message += f'{k}: {v:.4e} '
+            if self.use_tb_logger and self.tb_logger is not None and 'debug' not in self.exp_name:
+                self.tb_logger.add_scalar(f'losses/{k}' if k.startswith('l_') else k, v, current_iter)
+        if self.use_tb_logger and self.tb_logger is not None:
+            self.tb_logger.add_scalar('lr', lrs[0], current_iter)
+        self.logger.info(message.rstrip())

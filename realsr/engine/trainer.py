@@ -1,0 +1,198 @@
+"""The iteration-based training loop (BasicSR's ``train_pipeline``), resumable exactly.
+
+An interrupted run resumed with ``--auto_resume`` continues with the same weights, optimizer
+and scheduler states, random generator states and position in the epoch, so on CPU it ends
+bit-identical to an uninterrupted run.
+"""
+import datetime
+import logging
+import math
+import os
+import signal
+import time
+
+import torch
+from tqdm import tqdm
+
+from realsr.data import build_dataset
+from realsr.data.loader import build_dataloader, make_prefetcher
+from realsr.data.sampler import EnlargedSampler
+from realsr.engine import checkpoint
+from realsr.engine.dist import barrier, get_dist_info
+from realsr.engine.logger import MessageLogger, close_file_handlers, get_root_logger, init_tb_logger
+from realsr.engine.rng import capture_rng_state, preserved_rng, restore_rng_state
+from realsr.models import build_model
+from realsr.options import archive_existing, copy_opt_file, make_exp_dirs, parse_options
+
+# Fault injection for the exact-resume tests: the process SIGKILLs itself right after the
+# checkpoint of this iteration is written, like a job killed by a scheduler.
+_KILL_AFTER_ITER_ENV = 'REALSR_TEST_KILL_AFTER_ITER'
+
+
+def load_resume_state(opt):
+    """The training state to resume from: the latest one with ``--auto_resume``, else
+    ``path.resume_state``. Points ``path.pretrain_network_*`` at the matching network files."""
+    path = opt['path']
+    resume_path = None
+    if opt.get('auto_resume'):
+        resume_path = checkpoint.find_latest_state(path['training_states'], path['models'])
+        if resume_path is None:
+            logging.getLogger('realsr').info('--auto_resume: no training state in %s, starting from scratch.',
+                                             path['training_states'])
+    if resume_path is None:
+        resume_path = path.get('resume_state')
+    if resume_path is None:
+        return None
+    state = checkpoint.load_training_state(resume_path)
+    path['resume_state'] = resume_path
+    resume_iter = state['iter']
+    ignore = path.get('ignore_resume_networks') or []
+    for key in opt:
+        if key.startswith('network_') and key not in ignore:
+            basename = key.replace('network_', '')
+            path[f'pretrain_{key}'] = os.path.join(path['models'], f'net_{basename}_{resume_iter}.pth')
+            if path.get(f'param_key_{basename}') == 'params_ema':
+                path[f'param_key_{basename}'] = 'params'
+            path[f'strict_load_{basename}'] = True
+    return state
+
+
+def create_train_val_dataloaders(opt, logger):
+    train_loader = train_sampler = None
+    val_loaders = []
+    rank, world_size = opt['rank'], opt['world_size']
+    for phase, dataset_opt in opt['datasets'].items():
+        if phase.split('_')[0] == 'train':
+            ratio = dataset_opt.get('dataset_enlarge_ratio', 1)
+            train_set = build_dataset(dataset_opt)
+            train_sampler = EnlargedSampler(train_set, world_size, rank, ratio, seed=int(opt['manual_seed']))
+            train_loader = build_dataloader(train_set, dataset_opt, opt['num_gpu'], opt['dist'], train_sampler,
+                                            seed=int(opt['manual_seed']))
+            batch = dataset_opt['batch_size_per_gpu'] * (1 if opt['dist'] else max(opt['num_gpu'], 1))
+            iters_per_epoch = len(train_sampler) // batch
+            if iters_per_epoch == 0:
+                raise ValueError(f"datasets.{phase}: {len(train_sampler)} sample(s) per epoch on this process "
+                                 f'is fewer than batch_size_per_gpu {batch}; add images or raise dataset_enlarge_ratio')
+            total_iters = int(opt['train']['total_iter'])
+            total_epochs = math.ceil(total_iters / iters_per_epoch)
+            logger.info('Training statistics:\n\tNumber of train images: %d\n\tDataset enlarge ratio: %d\n\t'
+                        'Batch size per gpu: %d\n\tWorld size (gpu number): %d\n\tRequire iter number per epoch: %d\n\t'
+                        'Total epochs: %d; iters: %d.', len(train_set), ratio, dataset_opt['batch_size_per_gpu'],
+                        world_size, iters_per_epoch, total_epochs, total_iters)
+        elif phase.split('_')[0] in ('val', 'test'):
+            val_set = build_dataset(dataset_opt)
+            val_loaders.append(build_dataloader(val_set, dataset_opt, opt['num_gpu'], opt['dist']))
+            logger.info('Number of val images/folders in %s: %d', dataset_opt['name'], len(val_set))
+    if train_loader is None:
+        raise ValueError("datasets has no 'train' entry")
+    return train_loader, train_sampler, val_loaders
+
+
+def _validate_all(model, val_loaders, current_iter, tb_logger, save_img):
+    with preserved_rng():  # validation must not change the training randomness
+        for loader in val_loaders:
+            model.validation(loader, current_iter, tb_logger, save_img)
+    barrier()
+
+
+def train_pipeline(root_path, argv=None):
+    opt, args = parse_options(root_path, is_train=True, argv=argv)
+    opt['root_path'] = root_path
+    torch.backends.cudnn.benchmark = True
+    rank, _ = get_dist_info()
+
+    resume_state = load_resume_state(opt)
+    if resume_state is None and rank == 0:
+        make_exp_dirs(opt)
+        if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name']:
+            archive_existing(os.path.join(root_path, 'tb_logger', opt['name']))
+    barrier()
+    if rank == 0:
+        copy_opt_file(args.opt, opt['path']['experiments_root'])
+
+    log_file = os.path.join(opt['path']['log'], f"train_{opt['name']}_{datetime.datetime.now():%Y%m%d_%H%M%S}.log")
+    logger = get_root_logger(log_file=log_file)
+    logger.info('realsr training: torch %s, %s', torch.__version__, opt['device'])
+    tb_logger = None
+    if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and rank == 0:
+        tb_logger = init_tb_logger(os.path.join(root_path, 'tb_logger', opt['name']))
+
+    train_loader, train_sampler, val_loaders = create_train_val_dataloaders(opt, logger)
+    model = build_model(opt)
+
+    epoch, current_iter, batches_done = 0, 0, 0
+    if resume_state is not None:
+        model.resume_training(resume_state)
+        epoch, current_iter = resume_state['epoch'], resume_state['iter']
+        batches_done = resume_state.get('batches_done', 0)
+        if 'rng' in resume_state:
+            restore_rng_state(resume_state['rng'])
+        else:
+            logger.warning('The training state has no RNG states (written by BasicSR?): the resumed run will '
+                           'not be bit-identical to an uninterrupted one.')
+        logger.info('Resuming training from epoch: %d, iter: %d.', epoch, current_iter)
+
+    total_iters = int(opt['train']['total_iter'])
+    warmup_iter = opt['train'].get('warmup_iter', -1)
+    print_freq = opt['logger']['print_freq']
+    save_freq = opt['logger']['save_checkpoint_freq']
+    val_opt = opt.get('val')
+    train_opt = opt['datasets']['train']
+    batch_size = train_loader.batch_size
+    prefetcher = make_prefetcher(train_loader, train_opt, model.device)
+    msg_logger = MessageLogger(opt, current_iter, tb_logger, model.device)
+    kill_after = int(os.environ.get(_KILL_AFTER_ITER_ENV, 0))
+
+    logger.info('Start training from epoch: %d, iter: %d', epoch, current_iter)
+    pbar = tqdm(total=total_iters, initial=current_iter, unit='it', desc=str(opt['name']), disable=rank != 0,
+                dynamic_ncols=True, mininterval=1.0)
+    data_time = iter_time = time.time()
+    while current_iter < total_iters:
+        train_sampler.set_epoch(epoch, start=batches_done * batch_size)
+        prefetcher.reset()
+        train_data = prefetcher.next()
+        while train_data is not None and current_iter < total_iters:
+            data_time = time.time() - data_time
+            current_iter += 1
+            batches_done += 1
+            model.update_learning_rate(current_iter, warmup_iter=warmup_iter)
+            model.feed_data(train_data)
+            model.optimize_parameters(current_iter)
+            iter_time = time.time() - iter_time
+            pbar.update(1)
+            if current_iter == 1 and resume_state is None:
+                msg_logger.reset_start_time()  # the first iteration includes start-up costs
+            if current_iter % print_freq == 0:
+                log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
+                            'time': iter_time, 'data_time': data_time}
+                log_vars.update(model.get_current_log())
+                msg_logger(log_vars)
+                pbar.set_postfix({k: f'{v:.3e}' for k, v in model.get_current_log().items()})
+            if current_iter % save_freq == 0:
+                logger.info('Saving models and training states.')
+                model.save(epoch, current_iter, extra_state={
+                    'batches_done': batches_done, 'rng': capture_rng_state()})
+                barrier()
+                if kill_after and current_iter >= kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if val_opt is not None and val_loaders and current_iter % val_opt['val_freq'] == 0:
+                _validate_all(model, val_loaders, current_iter, tb_logger, val_opt.get('save_img', False))
+            data_time = time.time()
+            iter_time = time.time()
+            if current_iter < total_iters:
+                train_data = prefetcher.next()
+        if current_iter < total_iters:
+            epoch += 1
+            batches_done = 0
+    pbar.close()
+
+    elapsed = datetime.timedelta(seconds=int(time.time() - msg_logger.start_time))
+    logger.info('End of training. Time consumed: %s', elapsed)
+    logger.info('Save the latest model.')
+    model.save(epoch=-1, current_iter=-1)
+    if val_opt is not None and val_loaders:
+        _validate_all(model, val_loaders, current_iter, tb_logger, val_opt.get('save_img', False))
+    if tb_logger is not None:
+        tb_logger.close()
+    close_file_handlers()
+    return model

@@ -1,0 +1,140 @@
+"""What every model shares: device placement, optimizers and schedulers, learning-rate
+updates with warm-up, checkpoint and resume plumbing. What a training step does lives in the
+subclasses (``SRModel`` ...); validation lives in :mod:`realsr.engine.validation`.
+"""
+import logging
+import os
+from collections import OrderedDict
+
+import torch
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from realsr.archs import build_network
+from realsr.engine import checkpoint
+from realsr.engine.dist import get_dist_info, master_only, reduce_loss_dict
+from realsr.models.lr_scheduler import build_scheduler
+
+logger = logging.getLogger('realsr')
+
+
+class BaseModel:
+    """Base class of the models. Subclasses set ``self.net_g`` (and more networks), fill
+    ``self.optimizers`` and implement ``feed_data``, ``optimize_parameters``, ``test``,
+    ``get_current_visuals`` and ``save``."""
+
+    def __init__(self, opt):
+        self.opt = opt
+        self.device = torch.device(opt.get('device') or ('cuda' if opt.get('num_gpu', 0) != 0 else 'cpu'))
+        self.is_train = opt.get('is_train', False)
+        self.schedulers = []
+        self.optimizers = []
+        self.log_dict = OrderedDict()
+        self.best_metric_results = {}
+
+    # -- networks ------------------------------------------------------------------------
+    def model_to_device(self, net):
+        net = net.to(self.device)
+        if self.opt.get('dist'):
+            device_ids = [self.device.index] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(net, device_ids=device_ids,
+                                          find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        elif self.device.type == 'cuda' and self.opt.get('num_gpu', 1) > 1:
+            net = DataParallel(net)
+        return net
+
+    def print_network(self, net):
+        bare = checkpoint.unwrap(net)
+        n_params = sum(p.numel() for p in bare.parameters())
+        logger.info('Network: %s, with parameters: %s', type(bare).__name__, f'{n_params:,d}')
+
+    def load_pretrained(self, net, key):
+        """Load ``path.pretrain_network_<key>`` with ``param_key_<key>`` / ``strict_load_<key>``."""
+        path_opt = self.opt.get('path', {})
+        load_path = path_opt.get(f'pretrain_network_{key}')
+        if load_path is None:
+            return False
+        param_key = path_opt.get(f'param_key_{key}', 'params')
+        checkpoint.load_network(net, load_path, path_opt.get(f'strict_load_{key}', True), param_key)
+        return True
+
+    # -- optimizers and schedulers ---------------------------------------------------------
+    def get_optimizer(self, optim_opt, params):
+        optim_opt = dict(optim_opt)
+        optim_type = optim_opt.pop('type')
+        cls = getattr(torch.optim, optim_type, None)
+        if cls is None:
+            raise ValueError(f'optimizer {optim_type!r} is not in torch.optim')
+        return cls(params, **optim_opt)
+
+    def setup_schedulers(self):
+        sched_opt = self.opt['train'].get('scheduler')
+        if sched_opt is None:
+            return
+        self.schedulers = [build_scheduler(optimizer, sched_opt) for optimizer in self.optimizers]
+
+    def _set_lr(self, lr_groups_l):
+        for optimizer, lr_groups in zip(self.optimizers, lr_groups_l):
+            for group, lr in zip(optimizer.param_groups, lr_groups):
+                group['lr'] = lr
+
+    def update_learning_rate(self, current_iter, warmup_iter=-1):
+        """BasicSR's schedule: every scheduler steps from the second iteration on; during
+        warm-up the lr is ``initial_lr * current_iter / warmup_iter``."""
+        if current_iter > 1:
+            for scheduler in self.schedulers:
+                scheduler.step()
+        if current_iter < warmup_iter:
+            self._set_lr([[g['initial_lr'] * current_iter / warmup_iter for g in opt.param_groups]
+                          for opt in self.optimizers])
+
+    def get_current_learning_rate(self):
+        return [group['lr'] for group in self.optimizers[0].param_groups]
+
+    def get_current_log(self):
+        return self.log_dict
+
+    def reduce_loss_dict(self, loss_dict):
+        return OrderedDict(reduce_loss_dict(loss_dict))
+
+    # -- checkpoints ---------------------------------------------------------------------
+    @master_only
+    def save_network(self, nets, net_label, current_iter, param_keys='params'):
+        name = 'latest' if current_iter == -1 else current_iter
+        path = os.path.join(self.opt['path']['models'], f'{net_label}_{name}.pth')
+        checkpoint.save_network(nets, path, param_keys)
+
+    @master_only
+    def save_training_state(self, epoch, current_iter, extra_state=None):
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'best_metric_results': self.best_metric_results,
+        }
+        state.update(extra_state or {})
+        checkpoint.atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state):
+        if len(resume_state['optimizers']) != len(self.optimizers):
+            raise ValueError(f"the training state has {len(resume_state['optimizers'])} optimizer(s), "
+                             f'the model {len(self.optimizers)}: was it saved by another model_type?')
+        if len(resume_state['schedulers']) != len(self.schedulers):
+            raise ValueError(f"the training state has {len(resume_state['schedulers'])} scheduler(s), "
+                             f'the model {len(self.schedulers)}: was train.scheduler changed?')
+        for o, s in zip(self.optimizers, resume_state['optimizers']):
+            o.load_state_dict(s)
+        for sch, s in zip(self.schedulers, resume_state['schedulers']):
+            sch.load_state_dict(s)
+        self.best_metric_results = resume_state.get('best_metric_results', self.best_metric_results)
+
+    # -- validation ------------------------------------------------------------------------
+    def validation(self, dataloader, current_iter, tb_logger=None, save_img=False):
+        """Validate on one loader (rank 0 only when distributed); returns per-image records."""
+        from realsr.engine.validation import validate
+        rank, _ = get_dist_info()
+        if rank != 0:
+            return None
+        return validate(self, dataloader, current_iter, tb_logger, save_img)

@@ -1,0 +1,120 @@
+"""``SRModel``: supervised SR on paired (LQ, GT) data with pixel losses, EMA and
+BasicSR's checkpoint layout."""
+import logging
+from collections import OrderedDict
+
+import torch
+
+from realsr.archs import build_network
+from realsr.engine import checkpoint
+from realsr.engine.ema import update_ema
+from realsr.losses import build_loss
+from realsr.models.base_model import BaseModel
+from realsr.registry import MODEL_REGISTRY
+from realsr.utils.tiling import tiled_forward
+
+logger = logging.getLogger('realsr')
+
+
+@MODEL_REGISTRY.register()
+class SRModel(BaseModel):
+    """One generator ``net_g`` trained with ``pixel_opt`` (and ``perceptual_opt`` when the
+    perceptual loss is available), optionally with an EMA copy ``net_g_ema`` used for testing."""
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.net_g = self.model_to_device(build_network(opt['network_g']))
+        self.print_network(self.net_g)
+        self.load_pretrained(self.net_g, 'g')
+        self.net_g_ema = None
+        if self.is_train:
+            self.init_training_settings()
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.net_g.train()
+        self.ema_decay = train_opt.get('ema_decay', 0) or 0
+        if self.ema_decay > 0:
+            logger.info('Use Exponential Moving Average with decay: %s', self.ema_decay)
+            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+            path_opt = self.opt.get('path', {})
+            if path_opt.get('pretrain_network_g') is not None:
+                # BasicSR loads the EMA copy from 'params_ema' whatever param_key_g says.
+                checkpoint.load_network(self.net_g_ema, path_opt['pretrain_network_g'],
+                                        path_opt.get('strict_load_g', True), 'params_ema')
+            else:
+                update_ema(self.net_g_ema, self.net_g, 0)  # start as a copy
+            self.net_g_ema.eval()
+        self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
+        self.cri_perceptual = (build_loss(train_opt['perceptual_opt']).to(self.device)
+                               if train_opt.get('perceptual_opt') else None)
+        if self.cri_pix is None and self.cri_perceptual is None:
+            raise ValueError('SRModel needs train.pixel_opt or train.perceptual_opt: both are missing.')
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def setup_optimizers(self):
+        params = []
+        for name, param in self.net_g.named_parameters():
+            if param.requires_grad:
+                params.append(param)
+            else:
+                logger.warning('Params %s will not be optimized.', name)
+        self.optimizer_g = self.get_optimizer(self.opt['train']['optim_g'], params)
+        self.optimizers.append(self.optimizer_g)
+
+    def feed_data(self, data):
+        self.lq = data['lq'].to(self.device, non_blocking=True)
+        self.gt = data['gt'].to(self.device, non_blocking=True) if 'gt' in data else None
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.output = self.net_g(self.lq)
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix is not None:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total = l_total + l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual is not None:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            if l_percep is not None:
+                l_total = l_total + l_percep
+                loss_dict['l_percep'] = l_percep
+            if l_style is not None:
+                l_total = l_total + l_style
+                loss_dict['l_style'] = l_style
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.net_g_ema is not None:
+            update_ema(self.net_g_ema, self.net_g, self.ema_decay)
+
+    def _tile_opt(self):
+        return (self.opt.get('val') or {}).get('tile') or self.opt.get('tile')
+
+    @torch.no_grad()
+    def test(self):
+        net = self.net_g_ema if self.net_g_ema is not None else self.net_g
+        was_training = net.training
+        net.eval()
+        tile = self._tile_opt()
+        if tile:
+            self.output = tiled_forward(net, self.lq, tile['tile_size'], tile.get('tile_pad', 10))
+        else:
+            self.output = net(self.lq)
+        if was_training:
+            net.train()
+
+    def get_current_visuals(self):
+        out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())
+        if self.gt is not None:
+            out['gt'] = self.gt.detach().cpu()
+        return out
+
+    def save(self, epoch, current_iter, extra_state=None):
+        if self.net_g_ema is not None:
+            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, ['params', 'params_ema'])
+        else:
+            self.save_network(self.net_g, 'net_g', current_iter)
+        self.save_training_state(epoch, current_iter, extra_state)

@@ -1,0 +1,209 @@
+"""Command line and option files: BasicSR's ``parse_options`` steps, with validation first.
+
+``python realsr/train.py -opt X.yml [--launcher none|pytorch|slurm] [--auto_resume] [--debug]
+[--local_rank N | --local-rank N] [--force_yml key:sub=value ...]``
+"""
+import argparse
+import datetime
+import os
+import random
+import shutil
+import sys
+
+from realsr.option_schema import OptionError, validate_options
+from realsr.utils.yaml_util import yaml_load
+
+
+def build_arg_parser(is_train=True):
+    parser = argparse.ArgumentParser(
+        prog='realsr-train' if is_train else 'realsr-test',
+        description=('Train' if is_train else 'Test') + ' a super-resolution model from a BasicSR-style option file.')
+    parser.add_argument('-opt', '--opt', required=True, help='path to the option YAML file')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher: none (one process), pytorch (torchrun), slurm')
+    parser.add_argument('--auto_resume', '--auto-resume', action='store_true',
+                        help='resume from the latest training state of this experiment, if any')
+    parser.add_argument('--debug', action='store_true', help='prefix the name with debug_ and log/validate often')
+    # torch.distributed.launch passed --local_rank before torch 2.0 and --local-rank since.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument('--force_yml', '--force-yml', nargs='+', default=None, metavar='KEY=VALUE',
+                        help='override option values, e.g. train:total_iter=1000 or train.optim_g.lr=1e-4')
+    return parser
+
+
+def load_option_file(path):
+    if not os.path.isfile(path):
+        raise OptionError([f"option file {path!r} does not exist"])
+    try:
+        opt = yaml_load(path)
+    except Exception as err:  # yaml.YAMLError names the line and column
+        raise OptionError([f'cannot parse YAML: {err}'], path) from err
+    if not isinstance(opt, dict):
+        raise OptionError([f'the file must hold a mapping of options, got {type(opt).__name__}'], path)
+    return opt
+
+
+def apply_force_yml(opt, entries):
+    """``key:sub=value`` (BasicSR) or ``key.sub=value``; the value is parsed as YAML."""
+    for entry in entries or []:
+        if '=' not in entry:
+            raise OptionError([f'--force_yml entry {entry!r} must look like key:sub=value'])
+        keys, value = (s.strip() for s in entry.split('=', 1))
+        value = None if value.lower() == 'none' else yaml_load(value)
+        parts = keys.replace('.', ':').split(':')
+        node = opt
+        for i, key in enumerate(parts[:-1]):
+            if not isinstance(node.get(key), dict):
+                raise OptionError([f"--force_yml {entry!r}: '{':'.join(parts[:i + 1])}' is not a section of the file"])
+            node = node[key]
+        node[parts[-1]] = value
+    return opt
+
+
+def _debug_settings(opt):
+    if 'debug' in str(opt['name']):
+        if isinstance(opt.get('val'), dict):
+            opt['val']['val_freq'] = 8
+        opt.setdefault('logger', {})
+        opt['logger']['print_freq'] = 1
+        opt['logger']['save_checkpoint_freq'] = 8
+
+
+def _fill_defaults(opt, is_train):
+    opt.setdefault('num_gpu', 'auto')
+    opt.setdefault('path', {})
+    if is_train:
+        opt.setdefault('logger', {})
+        opt['logger'].setdefault('print_freq', 100)
+        opt['logger'].setdefault('save_checkpoint_freq', 5000)
+        opt['logger'].setdefault('use_tb_logger', True)
+    if opt.get('val') is not None:
+        opt['val'].setdefault('suffix', None)
+        opt['val'].setdefault('save_img', False)
+
+
+def _datasets(opt):
+    for key, dataset in (opt.get('datasets') or {}).items():
+        if not isinstance(dataset, dict):
+            continue
+        dataset['phase'] = str(key).split('_')[0]
+        if 'scale' in opt:
+            dataset['scale'] = opt['scale']
+        for k in ('dataroot_gt', 'dataroot_lq', 'meta_info_file', 'meta_info'):
+            if dataset.get(k) is not None:
+                dataset[k] = os.path.expanduser(str(dataset[k]))
+
+
+def _prepare_default_data(opt):
+    """The quickstart's embedded photos are written on first use (no download)."""
+    from realsr.data.default_data import ensure_default_data
+    for dataset in (opt.get('datasets') or {}).values():
+        if isinstance(dataset, dict):
+            for k in ('dataroot_gt', 'dataroot_lq'):
+                if dataset.get(k) is not None and not os.path.isdir(dataset[k]):
+                    ensure_default_data(dataset[k])
+
+
+def _set_paths(opt, root_path, is_train):
+    path = opt['path']
+    for key, value in list(path.items()):
+        if value is not None and ('resume_state' in key or 'pretrain_network' in key):
+            path[key] = os.path.expanduser(str(value))
+    name = str(opt['name'])
+    if is_train:
+        root = os.path.join(path.get('experiments_root') or os.path.join(root_path, 'experiments'), name)
+        path['experiments_root'] = root
+        path['models'] = os.path.join(root, 'models')
+        path['training_states'] = os.path.join(root, 'training_states')
+        path['log'] = root
+        path['visualization'] = os.path.join(root, 'visualization')
+    else:
+        root = os.path.join(path.get('results_root') or os.path.join(root_path, 'results'), name)
+        path['results_root'] = root
+        path['log'] = root
+        path['visualization'] = os.path.join(root, 'visualization')
+
+
+def parse_options(root_path, is_train=True, argv=None):
+    """Parse the command line and the option file; validate it; set up distribution, the seed
+    and the experiment paths. Returns ``(opt, args)``."""
+    import torch
+
+    from realsr.engine.dist import get_dist_info, init_dist
+    from realsr.engine.rng import set_random_seed
+
+    args = build_arg_parser(is_train).parse_args(argv)
+    opt = load_option_file(args.opt)
+    apply_force_yml(opt, args.force_yml)
+    opt['auto_resume'] = args.auto_resume
+    opt['is_train'] = is_train
+    if args.debug and not str(opt.get('name', '')).startswith('debug_'):
+        opt['name'] = 'debug_' + str(opt.get('name', ''))
+    _fill_defaults(opt, is_train)
+    _datasets(opt)
+    _prepare_default_data(opt)
+    validate_options(opt, is_train=is_train, source=args.opt)
+    _debug_settings(opt)
+
+    if opt['num_gpu'] == 'auto':
+        opt['num_gpu'] = torch.cuda.device_count()
+    use_cuda = opt['num_gpu'] != 0
+    if use_cuda and not torch.cuda.is_available():
+        raise OptionError([f"num_gpu is {opt['num_gpu']} but no GPU is visible; set num_gpu: 0 (CPU) or auto"],
+                          args.opt)
+
+    if args.launcher == 'none':
+        opt['dist'] = False
+        device = torch.device('cuda' if use_cuda else 'cpu')
+    else:
+        opt['dist'] = True
+        dist_params = opt.get('dist_params') or {}
+        device = init_dist(args.launcher, backend=dist_params.get('backend') if args.launcher == 'slurm' else None,
+                           port=dist_params.get('port'), use_cuda=use_cuda, local_rank=args.local_rank)
+    opt['rank'], opt['world_size'] = get_dist_info()
+    opt['device'] = str(device)
+
+    seed = opt.get('manual_seed')
+    if seed is None:
+        seed = random.randint(1, 10000)
+        opt['manual_seed'] = seed
+    set_random_seed(int(seed) + opt['rank'])
+
+    _set_paths(opt, root_path, is_train)
+    return opt, args
+
+
+def archive_existing(path):
+    """Rename an existing folder to ``<path>_archived_<time>`` (BasicSR's behaviour)."""
+    if os.path.exists(path):
+        new_name = path + '_archived_' + datetime.datetime.now().strftime('%Y%m%d_%H%M%S')
+        print(f'Path already exists. Rename it to {new_name}', file=sys.stderr)
+        os.rename(path, new_name)
+
+
+def make_exp_dirs(opt):
+    """Archive an existing experiment/results folder, then create the folders in ``opt.path``."""
+    path = opt['path']
+    root = path['experiments_root'] if opt['is_train'] else path['results_root']
+    archive_existing(root)
+    os.makedirs(root, exist_ok=True)
+    for key, value in path.items():
+        if value is None or any(s in key for s in ('strict_load', 'pretrain_network', 'resume', 'param_key')):
+            continue
+        if key in ('experiments_root', 'results_root', 'root'):
+            continue
+        os.makedirs(value, exist_ok=True)
+
+
+def copy_opt_file(opt_file, experiments_root):
+    """Copy the option file into the experiment folder with BasicSR's 3-line header."""
+    os.makedirs(experiments_root, exist_ok=True)
+    target = os.path.join(experiments_root, os.path.basename(opt_file))
+    with open(opt_file, encoding='utf-8') as f:
+        lines = f.readlines()
+    header = [f'# GENERATE TIME: {datetime.datetime.now()}\n', '# CMD:\n', '# ' + ' '.join(sys.argv) + '\n\n']
+    tmp = target + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.writelines(header + lines)
+    os.replace(tmp, target)
+    shutil.copymode(opt_file, target)

@@ -1,0 +1,27 @@
+"""Train a model: ``python realsr/train.py -opt options/train/X.yml`` (or ``realsr-train``).
+
+Multi-process: ``torchrun --nproc_per_node=N realsr/train.py -opt X.yml --launcher pytorch``.
+"""
+import os
+import sys
+
+if __package__ in (None, ''):  # run as a script: make `import realsr` find this checkout
+    _here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0]) == _here:
+        sys.path.pop(0)  # our module names (test.py, options.py ...) must not shadow others
+    sys.path.insert(0, os.path.dirname(_here))
+
+from realsr.engine.trainer import train_pipeline  # noqa: E402
+from realsr.option_schema import OptionError  # noqa: E402
+
+
+def main(argv=None):
+    try:
+        train_pipeline(os.getcwd(), argv)
+    except OptionError as err:
+        print(f'realsr: the option file is not valid: {err}', file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == '__main__':
+    main()
