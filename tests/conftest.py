@@ -36,3 +36,31 @@ def datasets_dir() -> Path:
 @pytest.fixture(scope='session')
 def seed_options_dir() -> Path:
     return _require(SHARED_DIR / 'reference' / 'seed_options')
+
+
+def write_pair_folders(root: Path, n_train=8, n_val=2, hr_size=48, scale=4, seed=0):
+    """Small synthetic photos-like pairs: smooth colour fields plus texture, LR by area
+    downscaling. Returns a dict of the four folders."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folders = {}
+    for split, n in (('train', n_train), ('val', n_val)):
+        hr_dir, lr_dir = root / split / 'HR', root / split / f'LR_x{scale}'
+        hr_dir.mkdir(parents=True, exist_ok=True)
+        lr_dir.mkdir(parents=True, exist_ok=True)
+        yy, xx = np.mgrid[0:hr_size, 0:hr_size] / hr_size
+        for i in range(n):
+            base = np.stack([np.sin(6 * xx * (c + 1) + rng.uniform(0, 6)) * np.cos(5 * yy + c) for c in range(3)], -1)
+            img = np.clip((base * 0.4 + 0.5 + rng.normal(0, 0.05, base.shape)) * 255, 0, 255).astype(np.uint8)
+            cv2.imwrite(str(hr_dir / f'img{i:02d}.png'), img)
+            lr = cv2.resize(img, (hr_size // scale, hr_size // scale), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(lr_dir / f'img{i:02d}.png'), lr)
+        folders[f'{split}_gt'], folders[f'{split}_lq'] = str(hr_dir), str(lr_dir)
+    return folders
+
+
+@pytest.fixture()
+def pair_folders(tmp_path):
+    return write_pair_folders(tmp_path / 'data')
