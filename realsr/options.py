@@ -10,8 +10,10 @@ import random
 import shutil
 import sys
 
+import yaml
+
 from realsr.option_schema import OptionError, validate_options
-from realsr.utils.yaml_util import yaml_load
+from realsr.utils.yaml_util import yaml_load, yaml_load_text
 
 
 def build_arg_parser(is_train=True):
@@ -49,7 +51,11 @@ def apply_force_yml(opt, entries):
         if '=' not in entry:
             raise OptionError([f'--force_yml entry {entry!r} must look like key:sub=value'])
         keys, value = (s.strip() for s in entry.split('=', 1))
-        value = None if value.lower() == 'none' else yaml_load(value)
+        # Parse the text itself: yaml_load(value) would read a file if the value is an existing path.
+        try:
+            value = None if value.lower() == 'none' else yaml_load_text(value)
+        except yaml.YAMLError:
+            pass  # not YAML (e.g. '@x'): keep the text, as BasicSR does
         parts = keys.replace('.', ':').split(':')
         node = opt
         for i, key in enumerate(parts[:-1]):

@@ -33,12 +33,17 @@ def write_results(results, out_dir):
         w.writerow(['dataset', 'images'] + metric_names)
         for res in results:
             w.writerow([res['dataset'], len(res['images'])] + [_fmt(res['average'].get(m)) for m in metric_names])
+            if res.get('bicubic'):  # val.compare_bicubic: the baseline on the same images
+                w.writerow([f"{res['dataset']} (bicubic)", len(res['images'])] +
+                           [_fmt(res['bicubic'].get(m)) for m in metric_names])
     with open(markdown, 'w', encoding='utf-8') as f:
         f.write('| dataset | images | ' + ' | '.join(metric_names) + ' |\n')
         f.write('|---|---:|' + '---:|' * len(metric_names) + '\n')
         for res in results:
-            cells = [f'{res["average"][m]:.4f}' if m in res['average'] else '' for m in metric_names]
-            f.write(f"| {res['dataset']} | {len(res['images'])} | " + ' | '.join(cells) + ' |\n')
+            for label, values in ((res['dataset'], res['average']), (f"{res['dataset']} (bicubic)", res.get('bicubic'))):
+                if values:
+                    cells = [f'{values[m]:.4f}' if m in values else '' for m in metric_names]
+                    f.write(f"| {label} | {len(res['images'])} | " + ' | '.join(cells) + ' |\n')
         for res in results:
             f.write(f"\n### {res['dataset']}\n\n| image | " + ' | '.join(metric_names) + ' |\n')
             f.write('|---|' + '---:|' * len(metric_names) + '\n')

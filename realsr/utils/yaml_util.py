@@ -24,6 +24,11 @@ class OptionLoader(_BaseLoader):
 OptionLoader.add_implicit_resolver('tag:yaml.org,2002:float', _EXP_FLOAT, list('-+0123456789'))
 
 
+def yaml_load_text(text):
+    """Load YAML from text (never treated as a path)."""
+    return yaml.load(text, Loader=OptionLoader)
+
+
 def yaml_load(f):
     """Load YAML from a path or a string."""
     if isinstance(f, (str, os.PathLike)) and os.path.isfile(f):
