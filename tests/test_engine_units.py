@@ -296,3 +296,15 @@ def test_rng_capture_restore_roundtrip(tmp_path):
         random.random()
     got = (torch.rand(2), random.random())
     assert torch.equal(got[0], expected[0]) and got[1] == expected[1]
+
+
+def test_best_metric_tracking_higher_and_lower():
+    from realsr.engine.validation import update_best_metric
+    best = {}
+    assert update_best_metric(best, 'Set5', 'psnr', 'higher', 30.0, 100)
+    assert not update_best_metric(best, 'Set5', 'psnr', 'higher', 29.0, 200)
+    assert update_best_metric(best, 'Set5', 'niqe', 'lower', 6.0, 100)
+    assert update_best_metric(best, 'Set5', 'niqe', 'lower', 5.5, 200)
+    assert not update_best_metric(best, 'Set5', 'niqe', 'lower', 5.9, 300)
+    assert best['Set5']['psnr'] == {'better': 'higher', 'val': 30.0, 'iter': 100}
+    assert best['Set5']['niqe'] == {'better': 'lower', 'val': 5.5, 'iter': 200}

@@ -215,15 +215,17 @@ def test_corrupt_image_names_the_file(tmp_path, pair_folders, monkeypatch):
     assert 'img03.png' in message
 
 
-def test_corrupt_image_is_skipped_with_a_warning_when_asked(tmp_path, pair_folders, monkeypatch, caplog):
+def test_corrupt_image_is_skipped_with_a_warning_when_asked(tmp_path, pair_folders, monkeypatch, capsys):
     bad = os.path.join(pair_folders['train_gt'], 'img03.png')
     with open(bad, 'wb') as f:
         f.write(b'not an image at all')
     opt = train_options(pair_folders, 'skip', **{'datasets.train.num_worker_per_gpu': 0,
-                                                 'datasets.train.skip_bad_images': True, 'train.total_iter': 4})
-    with caplog.at_level('WARNING', logger='realsr'):
-        _train_in_process(write_yaml(tmp_path / 'skip.yml', opt), tmp_path, monkeypatch)
-    assert (tmp_path / 'experiments' / 'skip' / 'models' / 'net_g_4.pth').is_file()
+                                                 'datasets.train.skip_bad_images': True, 'train.total_iter': 8,
+                                                 'datasets.train.batch_size_per_gpu': 4})
+    _train_in_process(write_yaml(tmp_path / 'skip.yml', opt), tmp_path, monkeypatch)
+    assert (tmp_path / 'experiments' / 'skip' / 'models' / 'net_g_8.pth').is_file()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if 'WARNING' in line and 'img03.png' in line]
+    assert warnings, 'the skipped image must be named in a warning'
 
 
 def test_lq_gt_size_mismatch_names_files_and_sizes(tmp_path, pair_folders, monkeypatch):
