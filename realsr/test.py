@@ -12,16 +12,12 @@ if __package__ in (None, ''):  # run as a script: make `import realsr` find this
         sys.path.pop(0)
     sys.path.insert(0, os.path.dirname(_here))
 
-from realsr.engine.tester import test_pipeline  # noqa: E402
-from realsr.option_schema import OptionError  # noqa: E402
+from realsr.engine import tester  # noqa: E402
+from realsr.engine.cli import run_pipeline  # noqa: E402
 
 
 def main(argv=None):
-    try:
-        test_pipeline(os.getcwd(), argv)
-    except OptionError as err:
-        print(f'realsr: the option file is not valid: {err}', file=sys.stderr)
-        sys.exit(2)
+    run_pipeline(tester.test_pipeline, argv)
 
 
 if __name__ == '__main__':

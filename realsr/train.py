@@ -11,16 +11,12 @@ if __package__ in (None, ''):  # run as a script: make `import realsr` find this
         sys.path.pop(0)  # our module names (test.py, options.py ...) must not shadow others
     sys.path.insert(0, os.path.dirname(_here))
 
-from realsr.engine.trainer import train_pipeline  # noqa: E402
-from realsr.option_schema import OptionError  # noqa: E402
+from realsr.engine import trainer  # noqa: E402
+from realsr.engine.cli import run_pipeline  # noqa: E402
 
 
 def main(argv=None):
-    try:
-        train_pipeline(os.getcwd(), argv)
-    except OptionError as err:
-        print(f'realsr: the option file is not valid: {err}', file=sys.stderr)
-        sys.exit(2)
+    run_pipeline(trainer.train_pipeline, argv)
 
 
 if __name__ == '__main__':

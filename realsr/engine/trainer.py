@@ -146,45 +146,47 @@ def train_pipeline(root_path, argv=None):
     logger.info('Start training from epoch: %d, iter: %d', epoch, current_iter)
     pbar = tqdm(total=total_iters, initial=current_iter, unit='it', desc=str(opt['name']), disable=rank != 0,
                 dynamic_ncols=True, mininterval=1.0)
-    data_time = iter_time = time.time()
-    while current_iter < total_iters:
-        train_sampler.set_epoch(epoch, start=batches_done * batch_size)
-        prefetcher.reset()
-        train_data = prefetcher.next()
-        while train_data is not None and current_iter < total_iters:
-            data_time = time.time() - data_time
-            current_iter += 1
-            batches_done += 1
-            model.update_learning_rate(current_iter, warmup_iter=warmup_iter)
-            model.feed_data(train_data)
-            model.optimize_parameters(current_iter)
-            iter_time = time.time() - iter_time
-            pbar.update(1)
-            if current_iter == 1 and resume_state is None:
-                msg_logger.reset_start_time()  # the first iteration includes start-up costs
-            if current_iter % print_freq == 0:
-                log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
-                            'time': iter_time, 'data_time': data_time}
-                log_vars.update(model.get_current_log())
-                msg_logger(log_vars)
-                pbar.set_postfix({k: f'{v:.3e}' for k, v in model.get_current_log().items()})
-            if current_iter % save_freq == 0:
-                logger.info('Saving models and training states.')
-                model.save(epoch, current_iter, extra_state={
-                    'batches_done': batches_done, 'rng': capture_rng_state()})
-                barrier()
-                if kill_after and current_iter >= kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
-            if val_opt is not None and val_loaders and current_iter % val_opt['val_freq'] == 0:
-                _validate_all(model, val_loaders, current_iter, tb_logger, val_opt.get('save_img', False))
-            data_time = time.time()
-            iter_time = time.time()
+    try:
+        data_time = iter_time = time.time()
+        while current_iter < total_iters:
+            train_sampler.set_epoch(epoch, start=batches_done * batch_size)
+            prefetcher.reset()
+            train_data = prefetcher.next()
+            while train_data is not None and current_iter < total_iters:
+                data_time = time.time() - data_time
+                current_iter += 1
+                batches_done += 1
+                model.update_learning_rate(current_iter, warmup_iter=warmup_iter)
+                model.feed_data(train_data)
+                model.optimize_parameters(current_iter)
+                iter_time = time.time() - iter_time
+                pbar.update(1)
+                if current_iter == 1 and resume_state is None:
+                    msg_logger.reset_start_time()  # the first iteration includes start-up costs
+                if current_iter % print_freq == 0:
+                    log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
+                                'time': iter_time, 'data_time': data_time}
+                    log_vars.update(model.get_current_log())
+                    msg_logger(log_vars)
+                    pbar.set_postfix({k: f'{v:.3e}' for k, v in model.get_current_log().items()})
+                if current_iter % save_freq == 0:
+                    logger.info('Saving models and training states.')
+                    model.save(epoch, current_iter, extra_state={
+                        'batches_done': batches_done, 'rng': capture_rng_state()})
+                    barrier()
+                    if kill_after and current_iter >= kill_after:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                if val_opt is not None and val_loaders and current_iter % val_opt['val_freq'] == 0:
+                    _validate_all(model, val_loaders, current_iter, tb_logger, val_opt.get('save_img', False))
+                data_time = time.time()
+                iter_time = time.time()
+                if current_iter < total_iters:
+                    train_data = prefetcher.next()
             if current_iter < total_iters:
-                train_data = prefetcher.next()
-        if current_iter < total_iters:
-            epoch += 1
-            batches_done = 0
-    pbar.close()
+                epoch += 1
+                batches_done = 0
+    finally:  # an error must not leave a dangling progress bar
+        pbar.close()
 
     elapsed = datetime.timedelta(seconds=int(time.time() - msg_logger.start_time))
     logger.info('End of training. Time consumed: %s', elapsed)
