@@ -308,3 +308,20 @@ def test_best_metric_tracking_higher_and_lower():
     assert not update_best_metric(best, 'Set5', 'niqe', 'lower', 5.9, 300)
     assert best['Set5']['psnr'] == {'better': 'higher', 'val': 30.0, 'iter': 100}
     assert best['Set5']['niqe'] == {'better': 'lower', 'val': 5.5, 'iter': 200}
+
+
+def test_srmodel_tiled_test_equals_whole_image():
+    from realsr.models.sr_model import SRModel
+    opt = {'num_gpu': 0, 'is_train': False, 'scale': 4,
+           'network_g': {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4}}
+    torch.manual_seed(0)
+    model = SRModel(opt)
+    lq = torch.rand(1, 3, 30, 41)
+    model.feed_data({'lq': lq})
+    model.test()
+    whole = model.output
+    model.opt['val'] = {'tile': {'tile_size': 12, 'tile_pad': 8}}
+    model.feed_data({'lq': lq})
+    model.test()
+    assert model.output.shape == whole.shape == (1, 3, 120, 164)
+    assert torch.allclose(model.output, whole, atol=1e-5)

@@ -27,7 +27,8 @@ def _check_upscale(upscale):
 
 
 class _MSRResNetBase(nn.Module):
-    """Head, upsampler and tail shared by both layouts; subclasses build the body."""
+    """Head, upsampler and tail shared by both layouts; subclasses build the body and define
+    ``forward_body(feat)``."""
 
     def _build_head(self, num_in_ch, num_feat):
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
@@ -46,9 +47,6 @@ class _MSRResNetBase(nn.Module):
         # Not in-place: a hook that keeps a module's output (e.g. conv_hr) must not see it
         # overwritten by the activation. Results are identical to BasicSR's in-place version.
         self.lrelu = nn.LeakyReLU(negative_slope=0.1)
-
-    def forward_body(self, feat):
-        raise NotImplementedError
 
     def forward(self, x):
         feat = self.lrelu(self.conv_first(x))

@@ -7,19 +7,22 @@ it, shares them between the backends of that process and reopens them after a fo
 therefore be pickled into DataLoader worker processes (fork or spawn): open environments are
 never carried across.
 """
+import abc
 import os
 
 __all__ = ['BaseStorageBackend', 'HardDiskBackend', 'LmdbBackend', 'FileClient', 'close_lmdb_env']
 
 
-class BaseStorageBackend:
+class BaseStorageBackend(abc.ABC):
     """Interface: ``get`` returns bytes, ``get_text`` returns str."""
 
+    @abc.abstractmethod
     def get(self, filepath):
-        raise NotImplementedError
+        """The file's bytes."""
 
+    @abc.abstractmethod
     def get_text(self, filepath):
-        raise NotImplementedError
+        """The file's text."""
 
 
 class HardDiskBackend(BaseStorageBackend):
