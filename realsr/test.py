@@ -17,7 +17,7 @@ from realsr.engine.cli import run_pipeline  # noqa: E402
 
 
 def main(argv=None):
-    run_pipeline(tester.test_pipeline, argv)
+    return run_pipeline(tester.test_pipeline, argv)
 
 
 if __name__ == '__main__':

@@ -16,7 +16,7 @@ from realsr.engine.cli import run_pipeline  # noqa: E402
 
 
 def main(argv=None):
-    run_pipeline(trainer.train_pipeline, argv)
+    return run_pipeline(trainer.train_pipeline, argv)
 
 
 if __name__ == '__main__':

@@ -44,40 +44,45 @@ def validate(model, dataloader, current_iter, tb_logger=None, save_img=False):
     need_baseline = compare_bicubic and dataset_name not in baseline
     baseline_images = []
     images = []
-    pbar = tqdm(total=len(dataloader), unit='image', desc=f'Validate {dataset_name}', disable=not use_pbar,
-                leave=False)
-    for data in dataloader:
-        img_name = os.path.splitext(os.path.basename(data['lq_path'][0]))[0]
-        if need_baseline and 'gt' in data:
-            bicubic = _bicubic_upsample(data['lq'], data['gt'].shape[-2:])
-            gt_img = tensor2img(data['gt'])
-            baseline_images.append({name: float(calculate_metric({'img': tensor2img(bicubic), 'img2': gt_img}, mopt))
-                                    for name, mopt in metrics_opt.items()})
-        model.feed_data(data)
-        model.test()
-        visuals = model.get_current_visuals()
-        sr_img = tensor2img(visuals['result'])
-        gt_img = tensor2img(visuals['gt']) if 'gt' in visuals else None
-        # free memory before the next image (large test images on a GPU)
-        model.lq = model.output = model.gt = None
-        if save_img:
-            if opt.get('is_train'):
-                save_path = os.path.join(opt['path']['visualization'], img_name, f'{img_name}_{current_iter}.png')
-            else:
-                suffix = val_opt.get('suffix') or opt['name']
-                save_path = os.path.join(opt['path']['visualization'], dataset_name, f'{img_name}_{suffix}.png')
-            imwrite(sr_img, save_path)
-        record = {'name': img_name}
-        for name, mopt in metrics_opt.items():
-            if gt_img is None and mopt['type'] not in _NO_REFERENCE_METRICS:
-                raise ValueError(f"val.metrics.{name} ({mopt['type']}) needs ground truth, but dataset "
-                                 f"'{dataset_name}' has none (no dataroot_gt); use a no-reference metric such as "
-                                 'calculate_niqe or remove the metric for this dataset')
-            record[name] = float(calculate_metric({'img': sr_img, 'img2': gt_img}, mopt))
-        images.append(record)
-        pbar.update(1)
-        pbar.set_postfix_str(img_name)
-    pbar.close()
+    was_train = model.is_train
+    model.is_train = False  # models that degrade GT on the fly take their paired branch
+    try:
+        pbar = tqdm(total=len(dataloader), unit='image', desc=f'Validate {dataset_name}', disable=not use_pbar,
+                    leave=False)
+        for data in dataloader:
+            img_name = os.path.splitext(os.path.basename(data['lq_path'][0]))[0]
+            if need_baseline and 'gt' in data:
+                bicubic = _bicubic_upsample(data['lq'], data['gt'].shape[-2:])
+                gt_img = tensor2img(data['gt'])
+                baseline_images.append({name: float(calculate_metric({'img': tensor2img(bicubic), 'img2': gt_img}, mopt))
+                                        for name, mopt in metrics_opt.items()})
+            model.feed_data(data)
+            model.test()
+            visuals = model.get_current_visuals()
+            sr_img = tensor2img(visuals['result'])
+            gt_img = tensor2img(visuals['gt']) if 'gt' in visuals else None
+            # free memory before the next image (large test images on a GPU)
+            model.lq = model.output = model.gt = None
+            if save_img:
+                if opt.get('is_train'):
+                    save_path = os.path.join(opt['path']['visualization'], img_name, f'{img_name}_{current_iter}.png')
+                else:
+                    suffix = val_opt.get('suffix') or opt['name']
+                    save_path = os.path.join(opt['path']['visualization'], dataset_name, f'{img_name}_{suffix}.png')
+                imwrite(sr_img, save_path)
+            record = {'name': img_name}
+            for name, mopt in metrics_opt.items():
+                if gt_img is None and mopt['type'] not in _NO_REFERENCE_METRICS:
+                    raise ValueError(f"val.metrics.{name} ({mopt['type']}) needs ground truth, but dataset "
+                                     f"'{dataset_name}' has none (no dataroot_gt); use a no-reference metric such as "
+                                     'calculate_niqe or remove the metric for this dataset')
+                record[name] = float(calculate_metric({'img': sr_img, 'img2': gt_img}, mopt))
+            images.append(record)
+            pbar.update(1)
+            pbar.set_postfix_str(img_name)
+        pbar.close()
+    finally:
+        model.is_train = was_train
     average = {name: sum(r[name] for r in images) / max(len(images), 1) for name in metrics_opt}
     if baseline_images:
         baseline[dataset_name] = {name: sum(r[name] for r in baseline_images) / len(baseline_images)

@@ -114,8 +114,17 @@ class BaseModel:
             'schedulers': [s.state_dict() for s in self.schedulers],
             'best_metric_results': self.best_metric_results,
         }
+        state.update(self.extra_training_state())
         state.update(extra_state or {})
         checkpoint.atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def extra_training_state(self):
+        """What a model needs besides optimizers and schedulers to resume exactly (e.g. the
+        degradation generator and the training-pair pool); stored in the ``.state`` file."""
+        return {}
+
+    def load_extra_training_state(self, state):
+        """Restore what :meth:`extra_training_state` saved."""
 
     def resume_training(self, resume_state):
         if len(resume_state['optimizers']) != len(self.optimizers):
@@ -129,6 +138,7 @@ class BaseModel:
         for sch, s in zip(self.schedulers, resume_state['schedulers']):
             sch.load_state_dict(s)
         self.best_metric_results = resume_state.get('best_metric_results', self.best_metric_results)
+        self.load_extra_training_state(resume_state)
 
     # -- validation ------------------------------------------------------------------------
     def validation(self, dataloader, current_iter, tb_logger=None, save_img=False):
