@@ -1,0 +1,183 @@
+"""Real-ESRGAN's second-order degradation as one module: GT batch + ``torch.Generator`` in,
+LQ batch out, everything on the GT's device.
+
+Order (``spec/degradations.md`` A.2): blur (kernel1) -> random resize relative to the GT size ->
+Gaussian or Poisson noise -> JPEG; second stage: blur (kernel2, with ``second_blur_prob``) ->
+random resize to an absolute size (``GT / scale * factor``) -> noise; final stage, order A
+(resize to GT/scale, sinc filter, JPEG) or B (JPEG, resize, sinc) with one coin per batch;
+quantisation to 8 bits. Which draws are per batch (resize direction, factor and mode, noise
+type, second blur, final order) and which per sample (kernels, noise strengths, gray flags, JPEG
+qualities) is exactly the reference's. All draws come from the generator, so the same seed on the
+same device gives the same LQ batch.
+"""
+import math
+
+import torch
+from torch.nn import functional as F
+
+from realsr.degradations.filters import filter2D
+from realsr.degradations.jpeg import DiffJPEG
+from realsr.degradations.kernel_synthesis import KernelSynthesizer
+from realsr.degradations.noise import random_add_gaussian_noise_pt, random_add_poisson_noise_pt
+
+# The official Real-ESRGAN values (train_realesrnet_x4plus.yml); a key in the option file wins.
+DEFAULTS = {
+    'resize_prob': [0.2, 0.7, 0.1], 'resize_range': [0.15, 1.5], 'gaussian_noise_prob': 0.5,
+    'noise_range': [1, 30], 'poisson_scale_range': [0.05, 3], 'gray_noise_prob': 0.4, 'jpeg_range': [30, 95],
+    'second_blur_prob': 0.8, 'resize_prob2': [0.3, 0.4, 0.3], 'resize_range2': [0.3, 1.2],
+    'gaussian_noise_prob2': 0.5, 'noise_range2': [1, 25], 'poisson_scale_range2': [0.05, 2.5],
+    'gray_noise_prob2': 0.4, 'jpeg_range2': [30, 95],
+}
+RESIZE_MODES = ('area', 'bilinear', 'bicubic')
+_BATCH_DRAWS = 16  # per-batch uniform numbers drawn at once (one device sync per batch)
+
+
+def _check_probs(key, probs, n):
+    if len(probs) != n or any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
+        raise ValueError(f"'{key}' must be {n} non-negative probabilities summing to 1 (up, down, keep), got {probs}")
+
+
+def _check_range(key, rng, low=None):
+    if len(rng) != 2 or rng[0] > rng[1] or (low is not None and rng[0] < low):
+        raise ValueError(f"'{key}' must be [low, high] with low <= high" + (f' and low >= {low}' if low is not None
+                                                                             else '') + f', got {rng}')
+
+
+class SecondOrderDegradation:
+    """The degradation model. ``opt``: the top-level option keys (``DEFAULTS``); ``kernel_opt``:
+    the train dataset's kernel keys (``kernel_list``, ``blur_sigma``, ...); ``scale``: the SR scale."""
+
+    def __init__(self, opt, kernel_opt, scale):
+        self.opt = {k: opt.get(k, v) if opt.get(k) is not None else v for k, v in DEFAULTS.items()}
+        self.scale = int(scale)
+        for suffix in ('', '2'):
+            _check_probs(f'resize_prob{suffix}', self.opt[f'resize_prob{suffix}'], 3)
+            _check_range(f'resize_range{suffix}', self.opt[f'resize_range{suffix}'], low=1e-3)
+            _check_range(f'noise_range{suffix}', self.opt[f'noise_range{suffix}'], low=0)
+            _check_range(f'poisson_scale_range{suffix}', self.opt[f'poisson_scale_range{suffix}'], low=0)
+            _check_range(f'jpeg_range{suffix}', self.opt[f'jpeg_range{suffix}'], low=1)
+        self.kernels = KernelSynthesizer(kernel_opt)
+        self.jpeger = DiffJPEG(differentiable=False)
+
+    def to(self, device):
+        self.jpeger = self.jpeger.to(device)
+        return self
+
+    def _check_size(self, h, w, kernel_size):
+        """The blur kernels need images larger than their reflect padding wherever they are
+        applied: the GT, the first-stage output (for the second blur) and the LQ size (sinc)."""
+        pad = kernel_size // 2
+        opt = self.opt
+        shrink = opt['resize_range'][0] if opt['resize_prob'][1] > 0 else 1.0
+        smallest = min(int(min(h, w) * shrink) if opt['second_blur_prob'] > 0 else min(h, w), min(h, w) // self.scale)
+        if smallest <= pad:
+            need = max(math.ceil((pad + 1) / shrink) if opt['second_blur_prob'] > 0 else 0, (pad + 1) * self.scale)
+            raise ValueError(f'GT crops of {h}x{w} are too small for these degradation settings: an image can shrink to '
+                             f'{smallest} px, but the {kernel_size}x{kernel_size} kernels need more than {pad}. '
+                             f'Use crop_pad_size (or GT images) of at least {need} px (Real-ESRGAN uses 400), or raise '
+                             f'resize_range[0] ({opt["resize_range"][0]}).')
+
+    # -- pieces ---------------------------------------------------------------------------
+    @staticmethod
+    def _pick(u, probs):
+        """Index chosen by the uniform number ``u`` with ``probs`` (like random.choices)."""
+        acc = 0.0
+        for i, p in enumerate(probs):
+            acc += p
+            if u < acc:
+                return i
+        return len(probs) - 1
+
+    def _resize_factor(self, u_dir, u_scale, probs, rng):
+        direction = ('up', 'down', 'keep')[self._pick(u_dir, probs)]
+        if direction == 'up':
+            return 1 + u_scale * (rng[1] - 1)
+        if direction == 'down':
+            return rng[0] + u_scale * (1 - rng[0])
+        return 1.0
+
+    @staticmethod
+    def _mode(u):
+        return RESIZE_MODES[min(int(u * len(RESIZE_MODES)), len(RESIZE_MODES) - 1)]
+
+    @staticmethod
+    def _interpolate(x, mode, **kwargs):
+        if mode == 'area':
+            return F.interpolate(x, mode=mode, **kwargs)
+        return F.interpolate(x, mode=mode, align_corners=False, **kwargs)
+
+    def _noise(self, out, u_type, suffix, generator):
+        opt = self.opt
+        if u_type < opt[f'gaussian_noise_prob{suffix}']:
+            return random_add_gaussian_noise_pt(out, sigma_range=opt[f'noise_range{suffix}'], clip=True, rounds=False,
+                                                gray_prob=opt[f'gray_noise_prob{suffix}'], generator=generator)
+        return random_add_poisson_noise_pt(out, scale_range=opt[f'poisson_scale_range{suffix}'],
+                                           gray_prob=opt[f'gray_noise_prob{suffix}'], clip=True, rounds=False,
+                                           generator=generator)
+
+    def _jpeg(self, out, jpeg_range, generator):
+        b = out.size(0)
+        quality = torch.rand(b, generator=generator, device=generator.device).to(out)
+        quality = quality * (jpeg_range[1] - jpeg_range[0]) + jpeg_range[0]
+        return self.jpeger(torch.clamp(out, 0, 1), quality=quality)
+
+    # -- the whole model --------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, gt, generator, kernels=None):
+        """``gt``: (b, 3, H, W) in [0, 1]. Returns the LQ batch (b, 3, H/scale, W/scale), quantised."""
+        if generator.device != gt.device and not (generator.device.type == gt.device.type == 'cuda'):
+            raise ValueError(f'the generator is on {generator.device} but the GT batch on {gt.device}')
+        b, _, ori_h, ori_w = gt.shape
+        s = self.scale
+        if ori_h % s or ori_w % s:
+            raise ValueError(f'GT size {ori_h}x{ori_w} is not a multiple of the scale {s}')
+        if kernels is None:
+            kernels = self.kernels.sample(b, generator, gt.device)
+        self._check_size(ori_h, ori_w, kernels['kernel1'].shape[-1])
+        u = torch.rand(_BATCH_DRAWS, generator=generator, device=generator.device, dtype=torch.float64).tolist()
+        opt = self.opt
+
+        # first order
+        out = filter2D(gt, kernels['kernel1'])
+        factor = self._resize_factor(u[0], u[1], opt['resize_prob'], opt['resize_range'])
+        out = self._interpolate(out, self._mode(u[2]), scale_factor=factor)
+        out = self._noise(out, u[3], '', generator)
+        out = self._jpeg(out, opt['jpeg_range'], generator)
+
+        # second order
+        if u[4] < opt['second_blur_prob']:
+            out = filter2D(out, kernels['kernel2'])
+        factor = self._resize_factor(u[5], u[6], opt['resize_prob2'], opt['resize_range2'])
+        size = (int(ori_h / s * factor), int(ori_w / s * factor))
+        out = self._interpolate(out, self._mode(u[7]), size=size)
+        out = self._noise(out, u[8], '2', generator)
+
+        # final stage: [resize + sinc, JPEG] or [JPEG, resize + sinc]
+        final_size = (ori_h // s, ori_w // s)
+        if u[9] < 0.5:
+            out = self._interpolate(out, self._mode(u[10]), size=final_size)
+            out = filter2D(out, kernels['sinc_kernel'])
+            out = self._jpeg(out, opt['jpeg_range2'], generator)
+        else:
+            out = self._jpeg(out, opt['jpeg_range2'], generator)
+            out = self._interpolate(out, self._mode(u[10]), size=final_size)
+            out = filter2D(out, kernels['sinc_kernel'])
+        return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
+
+
+def paired_random_crop_batch(gts, lq, gt_patch_size, scale, generator):
+    """Crop one random window (the same for the whole batch, as the reference does) from the
+    LQ batch and the matching window from every GT tensor in ``gts``."""
+    h_lq, w_lq = lq.shape[-2:]
+    lq_patch = gt_patch_size // scale
+    for gt in gts:
+        if gt.shape[-2:] != (h_lq * scale, w_lq * scale):
+            raise ValueError(f'GT size {tuple(gt.shape[-2:])} is not LQ size {(h_lq, w_lq)} x scale {scale}')
+    if h_lq < lq_patch or w_lq < lq_patch:
+        raise ValueError(f'LQ ({h_lq}, {w_lq}) is smaller than the patch size ({lq_patch}, {lq_patch}); lower gt_size '
+                         f'({gt_patch_size}) or raise crop_pad_size')
+    top = int(torch.randint(0, h_lq - lq_patch + 1, (1, ), generator=generator, device=generator.device))
+    left = int(torch.randint(0, w_lq - lq_patch + 1, (1, ), generator=generator, device=generator.device))
+    lq = lq[..., top:top + lq_patch, left:left + lq_patch]
+    gts = [gt[..., top * scale:(top + lq_patch) * scale, left * scale:(left + lq_patch) * scale] for gt in gts]
+    return gts, lq
