@@ -105,7 +105,11 @@ DATASET_KEYS = {
                            'gt_size': 'int', 'use_hflip': 'bool', 'use_flip': 'bool', 'use_rot': 'bool', 'color': 'str',
                            'mean': 'list', 'std': 'list'},
     'SingleImageDataset': {'dataroot_lq': 'str', 'meta_info_file': 'str', 'color': 'str', 'mean': 'list', 'std': 'list'},
+    # meta_info_file: DRCT's Real-DRCT files use PairedImageDataset's spelling
+    'RealESRGANDataset': {'dataroot_gt': 'str', 'meta_info': 'str', 'meta_info_file': 'str', 'gt_size': 'int',
+                          'use_hflip': 'bool', 'use_rot': 'bool', 'crop_pad_size': 'int'},
 }
+DATASET_KEYS['RealESRGANPairedDataset'] = {**DATASET_KEYS['PairedImageDataset'], 'meta_info': 'str'}
 IO_BACKEND = {'type': 'str', 'db_paths': 'list|str', 'client_keys': 'list|str', 'readonly': 'bool', 'lock': 'bool',
               'readahead': 'bool'}
 IO_BACKEND_TYPES = ('disk', 'lmdb')

@@ -94,16 +94,22 @@ class Registry:
 DATASET_REGISTRY = Registry('dataset', [
     'realsr.data.paired_image_dataset',
     'realsr.data.single_image_dataset',
+    'realsr.data.realesrgan_dataset',
 ])
 ARCH_REGISTRY = Registry('arch', [
     'realsr.archs.srresnet_arch',
     'realsr.archs.rrdbnet_arch',
+    'realsr.archs.discriminator_arch',
+    'realsr.archs.vgg_arch',
 ])
 MODEL_REGISTRY = Registry('model', [
     'realsr.models.sr_model',
+    'realsr.models.realesrgan_model',
 ])
 LOSS_REGISTRY = Registry('loss', [
     'realsr.losses.basic_loss',
+    'realsr.losses.gan_loss',
+    'realsr.losses.perceptual_loss',
 ])
 METRIC_REGISTRY = Registry('metric', [
     'realsr.metrics.psnr_ssim',

@@ -1,0 +1,192 @@
+"""Real-ESRNet and Real-ESRGAN: SR trained on GT images degraded on the fly, on the model's
+device, by the second-order pipeline (:mod:`realsr.degradations.pipeline`).
+
+Option keys are Real-ESRGAN's: the pipeline's at the top level (``resize_prob`` ...,
+``gt_size``, ``queue_size``, ``high_order_degradation``), the kernels' in ``datasets.train``.
+RealESRNetModel sharpens the GT first when ``gt_usm`` is true; RealESRGANModel degrades the
+sharpened GT and picks the targets of each loss with ``l1_gt_usm``/``percep_gt_usm``/
+``gan_gt_usm``. The degradation generator and the training-pair pool are saved in the
+training state, so a resumed run continues exactly.
+"""
+import logging
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from realsr.archs import build_network
+from realsr.degradations.pair_pool import TrainingPairPool
+from realsr.degradations.pipeline import SecondOrderDegradation, paired_random_crop_batch
+from realsr.degradations.usm import USMSharp
+from realsr.engine.ema import update_ema
+from realsr.losses import build_loss
+from realsr.models.sr_model import SRModel
+from realsr.registry import MODEL_REGISTRY
+
+logger = logging.getLogger('realsr')
+
+
+class OnTheFlyDegradationMixin:
+    """Turns a batch of GT crops into (LQ, GT) training pairs on the model's device."""
+
+    def setup_degradation(self):
+        opt = self.opt
+        self.usm_sharpener = USMSharp().to(self.device)
+        self.high_order_degradation = opt.get('high_order_degradation', True)
+        self.degradation = None
+        if not (self.is_train and self.high_order_degradation):
+            return
+        train_opt = opt['datasets']['train']
+        self.degradation = SecondOrderDegradation(opt, train_opt, opt['scale']).to(self.device)
+        batch = train_opt['batch_size_per_gpu'] * (1 if opt.get('dist') else max(opt.get('num_gpu', 1), 1))
+        self.pair_pool = TrainingPairPool(opt.get('queue_size', 180), batch)
+        self.gt_size = opt.get('gt_size', train_opt.get('gt_size'))
+        if self.gt_size is None:
+            raise ValueError("'gt_size' (top level, as in Real-ESRGAN's files) is needed to crop the training pairs")
+        crop_pad_size = train_opt.get('crop_pad_size', 400)
+        if self.gt_size > crop_pad_size:
+            raise ValueError(f'gt_size {self.gt_size} is larger than datasets.train.crop_pad_size {crop_pad_size} '
+                             '(Real-ESRGAN hard-codes 400): raise crop_pad_size or lower gt_size')
+        # Its own stream, apart from the global RNG (dropout etc.), seeded by seed and rank.
+        seed = int(np.random.SeedSequence([int(opt.get('manual_seed', 0)), int(opt.get('rank', 0)),
+                                           0xDE6]).generate_state(1)[0])
+        self.degradation_generator = torch.Generator(device=self.device)
+        self.degradation_generator.manual_seed(seed)
+
+    @torch.no_grad()
+    def synthesize_pairs(self, gt, degrade_from=None):
+        """Degrade ``degrade_from`` (default ``gt``), crop the same window of the LQ and ``gt``,
+        and pass the pair through the pool. Returns (lq, gt)."""
+        g = self.degradation_generator
+        lq = self.degradation(gt if degrade_from is None else degrade_from, g)
+        (gt, ), lq = paired_random_crop_batch([gt], lq, self.gt_size, self.opt['scale'], g)
+        pair = self.pair_pool({'lq': lq, 'gt': gt}, g)
+        return pair['lq'].contiguous(), pair['gt']
+
+    def extra_training_state(self):
+        if self.degradation is None:
+            return {}
+        return {'degradation_generator': self.degradation_generator.get_state(),
+                'pair_pool': self.pair_pool.state_dict()}
+
+    def load_extra_training_state(self, state):
+        if self.degradation is None:
+            return
+        if 'degradation_generator' in state:
+            self.degradation_generator.set_state(state['degradation_generator'])
+            self.pair_pool.load_state_dict(state['pair_pool'], self.device)
+        else:
+            logger.warning('The training state has no degradation generator or pool (written by BasicSR?): '
+                           'they start afresh.')
+
+
+@MODEL_REGISTRY.register()
+class RealESRNetModel(OnTheFlyDegradationMixin, SRModel):
+    """SRModel on on-the-fly degraded pairs (pixel loss, optionally perceptual)."""
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.setup_degradation()
+
+    def feed_data(self, data):
+        if self.is_train and self.high_order_degradation and self.degradation is not None:
+            gt = data['gt'].to(self.device, non_blocking=True)
+            if self.opt.get('gt_usm', False):
+                gt = self.usm_sharpener(gt)
+            self.lq, self.gt = self.synthesize_pairs(gt)
+        else:  # validation, or paired fine-tuning (high_order_degradation: false)
+            super().feed_data(data)
+
+
+@MODEL_REGISTRY.register()
+class RealESRGANModel(OnTheFlyDegradationMixin, SRModel):
+    """Generator + U-Net discriminator (``network_d``) with pixel, perceptual and GAN losses."""
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.setup_degradation()
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.net_d = self.model_to_device(build_network(self.opt['network_d']))
+        self.print_network(self.net_d)
+        self.load_pretrained(self.net_d, 'd')
+        self.net_d.train()
+        self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
+        self.net_d_iters = train_opt.get('net_d_iters', 1)
+        self.net_d_init_iters = train_opt.get('net_d_init_iters', 0)
+        super().init_training_settings()  # net_g, EMA, pixel/perceptual losses, optimizers
+
+    def setup_optimizers(self):
+        super().setup_optimizers()
+        self.optimizer_d = self.get_optimizer(self.opt['train']['optim_d'], self.net_d.parameters())
+        self.optimizers.append(self.optimizer_d)
+
+    def feed_data(self, data):
+        if self.is_train and self.high_order_degradation and self.degradation is not None:
+            gt = data['gt'].to(self.device, non_blocking=True)
+            # the LQ comes from the sharpened GT; the pool keeps the plain GT, re-sharpened after
+            self.lq, self.gt = self.synthesize_pairs(gt, degrade_from=self.usm_sharpener(gt))
+            self.gt_usm = self.usm_sharpener(self.gt)
+        else:
+            super().feed_data(data)
+            if self.gt is not None:
+                self.gt_usm = self.usm_sharpener(self.gt)
+
+    def optimize_parameters(self, current_iter):
+        opt = self.opt
+        l1_gt = self.gt_usm if opt.get('l1_gt_usm', True) else self.gt
+        percep_gt = self.gt_usm if opt.get('percep_gt_usm', True) else self.gt
+        gan_gt = self.gt_usm if opt.get('gan_gt_usm', False) else self.gt
+
+        for p in self.net_d.parameters():
+            p.requires_grad = False
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.output = self.net_g(self.lq)
+        loss_dict = OrderedDict()
+        if current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters:
+            l_g_total = 0
+            if self.cri_pix is not None:
+                l_g_pix = self.cri_pix(self.output, l1_gt)
+                l_g_total = l_g_total + l_g_pix
+                loss_dict['l_g_pix'] = l_g_pix
+            if self.cri_perceptual is not None:
+                l_g_percep, l_g_style = self.cri_perceptual(self.output, percep_gt)
+                if l_g_percep is not None:
+                    l_g_total = l_g_total + l_g_percep
+                    loss_dict['l_g_percep'] = l_g_percep
+                if l_g_style is not None:
+                    l_g_total = l_g_total + l_g_style
+                    loss_dict['l_g_style'] = l_g_style
+            if self.cri_gan is not None:
+                l_g_gan = self.cri_gan(self.net_d(self.output), True, is_disc=False)
+                l_g_total = l_g_total + l_g_gan
+                loss_dict['l_g_gan'] = l_g_gan
+            l_g_total.backward()
+            self.optimizer_g.step()
+
+        for p in self.net_d.parameters():
+            p.requires_grad = True
+        self.optimizer_d.zero_grad(set_to_none=True)
+        # real and fake in separate backward passes (as the reference, for DDP)
+        real_d_pred = self.net_d(gan_gt)
+        l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
+        l_d_real.backward()
+        fake_d_pred = self.net_d(self.output.detach().clone())
+        l_d_fake = self.cri_gan(fake_d_pred, False, is_disc=True)
+        l_d_fake.backward()
+        self.optimizer_d.step()
+        loss_dict.update(l_d_real=l_d_real, out_d_real=real_d_pred.detach().mean(), l_d_fake=l_d_fake,
+                         out_d_fake=fake_d_pred.detach().mean())
+
+        if self.net_g_ema is not None:
+            update_ema(self.net_g_ema, self.net_g, self.ema_decay)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+
+    def save(self, epoch, current_iter, extra_state=None):
+        if self.net_g_ema is not None:
+            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, ['params', 'params_ema'])
+        else:
+            self.save_network(self.net_g, 'net_g', current_iter)
+        self.save_network(self.net_d, 'net_d', current_iter)
+        self.save_training_state(epoch, current_iter, extra_state)
