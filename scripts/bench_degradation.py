@@ -89,19 +89,27 @@ def bench(device, args):
     opt = {'scale': args.scale}
     pipeline = SecondOrderDegradation(opt, KERNEL_OPT, args.scale).to(device)
     gt = photo_like_batch(args.batch, args.crop_pad, device)
-    g = torch.Generator(device=device).manual_seed(0)
-    rng = np.random.RandomState(0)
+    # Both variants replay the same per-batch choices (resize factors, modes, noise types) from
+    # an ops generator reseeded before each run; only where the kernels come from differs.
+    g_ops = torch.Generator(device=device)
+    g_kernels = torch.Generator(device=device).manual_seed(1)
+    rng = np.random.default_rng(0)
 
     def ours():
-        lq = pipeline(gt, g)
-        paired_random_crop_batch([gt], lq, args.gt_size, args.scale, g)
+        kernels = pipeline.kernels.sample(args.batch, g_kernels, device)
+        lq = pipeline(gt, g_ops, kernels=kernels)
+        paired_random_crop_batch([gt], lq, args.gt_size, args.scale, g_ops)
 
     def reference_split():
-        lq = pipeline(gt, g, kernels=reference_kernels(args.batch, device, rng))
-        paired_random_crop_batch([gt], lq, args.gt_size, args.scale, g)
+        lq = pipeline(gt, g_ops, kernels=reference_kernels(args.batch, device, rng))
+        paired_random_crop_batch([gt], lq, args.gt_size, args.scale, g_ops)
 
-    t_ours = time_it(ours, args.iters, device)
-    t_ref = time_it(reference_split, args.iters, device)
+    def timed(fn):
+        g_ops.manual_seed(0)
+        return time_it(fn, args.iters, device)
+
+    t_ours = timed(ours)
+    t_ref = timed(reference_split)
     print(f'[{device}] batch {args.batch}, crop/pad {args.crop_pad}, GT {args.gt_size}, x{args.scale}, '
           f'{args.iters} batches each')
     print(f'  (a) realsr, kernels on the device:  {args.batch / t_ours:8.1f} pairs/s  ({t_ours * 1e3:7.1f} ms/batch)')

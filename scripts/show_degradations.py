@@ -54,6 +54,7 @@ def make_grid(opt, num, variants, seed, device):
         gts_in = gts
     # centre crop so the picture shows the training patch size
     h, w = gts.shape[-2:]
+    gt_size = min(gt_size, h, w) // scale * scale
     top, left = (h - gt_size) // 2 // scale * scale, (w - gt_size) // 2 // scale * scale
     rows = []
     lqs = [pipeline(gts_in, generator) for _ in range(variants)]  # each call draws new degradations

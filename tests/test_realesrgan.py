@@ -252,3 +252,21 @@ def test_gt_size_larger_than_crop_pad_size_is_named(tmp_path, seed_options_dir, 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match='gt_size 96 is larger than datasets.train.crop_pad_size 80'):
         train.main(['-opt', str(tmp_path / 'o.yml')])
+
+
+def test_show_degradations_writes_the_grid(tmp_path, seed_options_dir):
+    import cv2
+
+    from conftest import REPO_ROOT
+    import subprocess
+    import sys
+    folders = write_pair_folders(tmp_path / 'data', n_train=3, n_val=1, hr_size=48)
+    out = tmp_path / 'grid.png'
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / 'scripts' / 'show_degradations.py'), '-opt',
+                           str(seed_options_dir / 'real_esrgan' / 'train_realesrnet_x4plus.yml'), '--num', '2',
+                           '--variants', '2', '--out', str(out), '--force_yml',
+                           f"datasets:train:dataroot_gt={folders['train_gt']}", 'datasets:train:meta_info=~',
+                           'datasets:train:crop_pad_size=96'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    grid = cv2.imread(str(out))
+    assert grid.shape == (2 * 96, 3 * 96, 3)  # rows: GT images; columns: GT + 2 degraded versions
