@@ -270,3 +270,58 @@ def test_show_degradations_writes_the_grid(tmp_path, seed_options_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     grid = cv2.imread(str(out))
     assert grid.shape == (2 * 96, 3 * 96, 3)  # rows: GT images; columns: GT + 2 degraded versions
+
+
+def test_paired_finetuning_without_high_order_degradation(tmp_path, seed_options_dir, monkeypatch):
+    """Real-ESRGAN's pair-data fine-tuning: high_order_degradation false, RealESRGANPairedDataset
+    with a 'gt, lq' meta_info file."""
+    from realsr import train
+    folders = write_pair_folders(tmp_path / 'data', n_train=4, n_val=1, hr_size=48)
+    names = sorted(os.listdir(folders['train_gt']))
+    meta = tmp_path / 'pairs.txt'
+    meta.write_text(''.join(f'{n}, {n}\n' for n in names[:3]))
+    opt = seed_file_for_cpu(seed_options_dir, 'train_realesrgan_x4plus.yml', folders, 'paired')
+    opt['high_order_degradation'] = False
+    opt['datasets']['train'] = {
+        'name': 'pairs', 'type': 'RealESRGANPairedDataset', 'dataroot_gt': folders['train_gt'],
+        'dataroot_lq': folders['train_lq'], 'meta_info': str(meta), 'io_backend': {'type': 'disk'}, 'gt_size': 32,
+        'use_hflip': True, 'use_rot': False, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2}
+    (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
+    monkeypatch.setenv('REALSR_VGG_WEIGHTS', fake_vgg19_weights(tmp_path / 'vgg19.pth'))
+    monkeypatch.chdir(tmp_path)
+    model = train.main(['-opt', str(tmp_path / 'o.yml')])
+    assert model.degradation is None  # no synthesis: the pairs are used as they are
+    assert model.lq.shape == (2, 3, 8, 8) and (tmp_path / 'experiments' / 'paired' / 'models' / 'net_d_4.pth').is_file()
+    ds = model.opt['datasets']['train']
+    from realsr.data import build_dataset
+    assert len(build_dataset(ds)) == 3  # the meta_info file, not the folder scan, lists the pairs
+
+
+@pytest.mark.slow
+def test_realesrnet_ddp_two_processes_gloo(tmp_path, seed_options_dir):
+    """Each rank synthesises its own pairs (its own generator and pool); gradients are averaged,
+    so both ranks end with the same weights."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    folders = write_pair_folders(tmp_path / 'data', n_train=4, n_val=1, hr_size=48)
+    opt = seed_file_for_cpu(seed_options_dir, 'train_realesrnet_x4plus.yml', folders, 'ddp_esr', total_iter=3)
+    (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
+    dump = tmp_path / 'dump.py'
+    dump.write_text(
+        'import os, sys, torch\n'
+        f'sys.path.insert(0, {str(REPO_ROOT)!r})\n'
+        'from realsr.engine.trainer import train_pipeline\n'
+        'from realsr.engine.checkpoint import unwrap\n'
+        'model = train_pipeline(os.getcwd(), sys.argv[1:])\n'
+        'r = torch.distributed.get_rank()\n'
+        'torch.save({"w": unwrap(model.net_g).state_dict(), "lq": model.lq}, f"rank{r}.pth")\n')
+    port = 30500 + os.getpid() % 1000
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={port}',
+                           str(dump), '-opt', str(tmp_path / 'o.yml'), '--launcher', 'pytorch'], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f'rank{r}.pth', weights_only=True) for r in (0, 1))
+    assert all(torch.equal(r0['w'][k], r1['w'][k]) for k in r0['w'])
+    assert not torch.equal(r0['lq'], r1['lq'])  # the ranks degrade differently
