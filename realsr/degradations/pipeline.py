@@ -9,6 +9,27 @@ quantisation to 8 bits. Which draws are per batch (resize direction, factor and 
 type, second blur, final order) and which per sample (kernels, noise strengths, gray flags, JPEG
 qualities) is exactly the reference's. All draws come from the generator, so the same seed on the
 same device gives the same LQ batch.
+
+``per_sample: true`` (a top-level option, default false) draws every one of those per-batch
+choices per sample instead: the resize direction, factor and mode of the first, second and final
+resize, Gaussian or Poisson noise at each stage, whether the second blur applies, and the final
+order. Each sample is then degraded as it would be alone with its own choices (up to the noise
+fields themselves, drawn for the whole batch; the gray Gaussian field stays shared by the batch,
+as in the reference), still in one batched computation on the GT's device with no Python loop over
+samples. Samples of different sizes live in a common canvas (each at the top-left, zero elsewhere,
+its size tracked as tensors) and the ops are region-aware (:mod:`realsr.degradations.region_ops`):
+a per-sample resize that reproduces ``F.interpolate`` on the sample alone (to float32 rounding),
+``filter2D`` with reflection at each sample's own border (bit-exact), JPEG of the zeroed canvas (a
+sample's blocks are those it has alone) and Poisson noise whose level count sees only the sample's
+own values. The canvas sizes follow from the option ranges (the largest possible size), so no size
+is read back from the device. Noise of both kinds and both final orders are computed for the whole
+batch and each sample keeps its own, so the random stream (and the LQ for a seed) differs from the
+per-batch mode. The draws of the last call are kept in ``last_params`` ((b,) tensors; see
+:meth:`SecondOrderDegradation._degrade_per_sample`).
+
+With ``per_sample`` the training-pair pool, which exists only to mix the per-batch choices, is
+not needed: the Real-ESRGAN models disable it (and log why) unless ``queue_size`` is set
+explicitly in the option file, in which case the pool of that size is used as usual.
 """
 import math
 
@@ -19,6 +40,7 @@ from realsr.degradations.filters import filter2D
 from realsr.degradations.jpeg import DiffJPEG
 from realsr.degradations.kernel_synthesis import KernelSynthesizer
 from realsr.degradations.noise import random_add_gaussian_noise_pt, random_add_poisson_noise_pt
+from realsr.degradations.region_ops import fill_invalid, region_filter2D, region_resize, zero_invalid
 
 # The official Real-ESRGAN values (train_realesrnet_x4plus.yml); a key in the option file wins.
 DEFAULTS = {
@@ -30,6 +52,7 @@ DEFAULTS = {
 }
 RESIZE_MODES = ('area', 'bilinear', 'bicubic')
 _BATCH_DRAWS = 16  # per-batch uniform numbers drawn at once (one device sync per batch)
+_SAMPLE_DRAWS = 11  # per-sample uniform numbers (the per-batch choices, drawn per sample)
 
 
 def _check_probs(key, probs, n):
@@ -56,6 +79,11 @@ class SecondOrderDegradation:
             _check_range(f'noise_range{suffix}', self.opt[f'noise_range{suffix}'], low=0)
             _check_range(f'poisson_scale_range{suffix}', self.opt[f'poisson_scale_range{suffix}'], low=0)
             _check_range(f'jpeg_range{suffix}', self.opt[f'jpeg_range{suffix}'], low=1)
+        per_sample = opt.get('per_sample', False)
+        if per_sample not in (True, False, None):
+            raise ValueError(f"'per_sample' must be true or false, got {per_sample!r}")
+        self.per_sample = bool(per_sample)
+        self.last_params = None  # the per-sample draws of the last call (per_sample mode only)
         self.kernels = KernelSynthesizer(kernel_opt)
         self.jpeger = DiffJPEG(differentiable=False)
 
@@ -134,6 +162,8 @@ class SecondOrderDegradation:
         if kernels is None:
             kernels = self.kernels.sample(b, generator, gt.device)
         self._check_size(ori_h, ori_w, kernels['kernel1'].shape[-1])
+        if self.per_sample:
+            return self._degrade_per_sample(gt, generator, kernels)
         u = torch.rand(_BATCH_DRAWS, generator=generator, device=generator.device, dtype=torch.float64).tolist()
         opt = self.opt
 
@@ -162,6 +192,123 @@ class SecondOrderDegradation:
             out = self._jpeg(out, opt['jpeg_range2'], generator)
             out = self._interpolate(out, self._mode(u[10]), size=final_size)
             out = filter2D(out, kernels['sinc_kernel'])
+        return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
+
+    # -- per_sample: true ---------------------------------------------------------------------
+    def _factor_bounds(self, suffix):
+        """Smallest and largest resize factor the options allow (1 is always included)."""
+        probs, rng = self.opt[f'resize_prob{suffix}'], self.opt[f'resize_range{suffix}']
+        factors = [1.0] + ([rng[1]] if probs[0] > 0 else []) + ([rng[0]] if probs[1] > 0 else [])
+        return min(factors), max(factors)
+
+    def _resize_factors(self, u_dir, u_scale, suffix):
+        """Per-sample direction (0 up, 1 down, 2 keep) and factor: :meth:`_pick` and
+        :meth:`_resize_factor` on (b,) float64 tensors."""
+        probs, rng = self.opt[f'resize_prob{suffix}'], self.opt[f'resize_range{suffix}']
+        direction = torch.zeros_like(u_dir, dtype=torch.long)
+        acc = 0.0
+        for p in probs[:-1]:  # over the directions
+            acc += p
+            direction += (u_dir >= acc).long()
+        factor = torch.where(direction == 0, 1 + u_scale * (rng[1] - 1),
+                             torch.where(direction == 1, rng[0] + u_scale * (1 - rng[0]), torch.ones_like(u_scale)))
+        return direction, factor
+
+    @staticmethod
+    def _modes(u):
+        """Per-sample :meth:`_mode` as int64 codes (0 area, 1 bilinear, 2 bicubic)."""
+        return torch.floor(u * len(RESIZE_MODES)).long().clamp(max=len(RESIZE_MODES) - 1)
+
+    def _quality(self, b, jpeg_range, generator, like):
+        quality = torch.rand(b, generator=generator, device=generator.device).to(like)
+        return quality * (jpeg_range[1] - jpeg_range[0]) + jpeg_range[0]
+
+    def _noise_per_sample(self, out, h, w, gaussian, suffix, generator):
+        """Gaussian noise where ``gaussian`` (b,) is true, Poisson noise elsewhere; both are drawn
+        for the whole canvas. Poisson counts the levels of the canvas with its invalid region
+        filled by a value of the sample (so the count is the sample's own)."""
+        opt = self.opt
+        noisy_g, sigma, gray_g = random_add_gaussian_noise_pt(
+            out, sigma_range=opt[f'noise_range{suffix}'], clip=True, rounds=False,
+            gray_prob=opt[f'gray_noise_prob{suffix}'], generator=generator, return_params=True)
+        noisy_p, scale, gray_p = random_add_poisson_noise_pt(
+            fill_invalid(out, h, w), scale_range=opt[f'poisson_scale_range{suffix}'],
+            gray_prob=opt[f'gray_noise_prob{suffix}'], clip=True, rounds=False, generator=generator,
+            return_params=True)
+        out = zero_invalid(torch.where(gaussian.view(-1, 1, 1, 1), noisy_g, noisy_p), h, w)
+        return out, torch.where(gaussian, sigma, scale), torch.where(gaussian, gray_g, gray_p).bool()
+
+    def _degrade_per_sample(self, gt, generator, kernels):
+        """The pipeline with every choice drawn per sample (``per_sample: true``).
+
+        Sets ``last_params``, a dict of (b,) tensors: ``direction1``/``direction2`` (0 up, 1 down,
+        2 keep), ``factor1``/``factor2``, ``mode1``/``mode2``/``mode_final`` (0 area, 1 bilinear,
+        2 bicubic), ``size1``/``size2`` ((b, 2): h, w after each resize), ``gaussian1``/
+        ``gaussian2`` (True: Gaussian, False: Poisson), ``noise1``/``noise2`` (sigma or Poisson
+        scale), ``gray1``/``gray2``, ``jpeg1``/``jpeg2`` (qualities), ``second_blur`` and
+        ``order_a`` (True: resize + sinc, then JPEG; False: JPEG, then resize + sinc).
+        """
+        b, _, ori_h, ori_w = gt.shape
+        s, opt, device = self.scale, self.opt, gt.device
+        u = torch.rand(b, _SAMPLE_DRAWS, generator=generator, device=generator.device, dtype=torch.float64)
+        u = u.to(device)
+        lq_h, lq_w = ori_h // s, ori_w // s
+        # Canvas sizes and the smallest sizes, from the option ranges (fixed, no device sync).
+        low1, high1 = self._factor_bounds('')
+        low2, high2 = self._factor_bounds('2')
+        canvas1 = (math.floor(ori_h * high1), math.floor(ori_w * high1))
+        least1 = (math.floor(ori_h * low1), math.floor(ori_w * low1))
+        canvas2 = (int(ori_h / s * high2), int(ori_w / s * high2))
+        least2 = (int(ori_h / s * low2), int(ori_w / s * low2))
+        if min(least1 + least2) < 1:
+            raise ValueError(f'GT crops of {ori_h}x{ori_w} can be resized to nothing with resize_range '
+                             f'{opt["resize_range"]} and resize_range2 {opt["resize_range2"]} (scale {s})')
+
+        def full(value):
+            return torch.full((b, ), value, dtype=torch.long, device=device)
+
+        # first order: blur, resize relative to the GT size (scale_factor semantics), noise, JPEG
+        out = filter2D(gt, kernels['kernel1'])
+        direction1, factor1 = self._resize_factors(u[:, 0], u[:, 1], '')
+        mode1 = self._modes(u[:, 2])
+        h1, w1 = torch.floor(ori_h * factor1).long(), torch.floor(ori_w * factor1).long()
+        inv1 = (1.0 / factor1).float()  # PyTorch maps coordinates with 1 / scale_factor
+        out = region_resize(out, full(ori_h), full(ori_w), h1, w1, canvas1, mode1, least1, inv1, inv1)
+        gaussian1 = u[:, 3] < opt['gaussian_noise_prob']
+        out, noise1, gray1 = self._noise_per_sample(out, h1, w1, gaussian1, '', generator)
+        jpeg1 = self._quality(b, opt['jpeg_range'], generator, out)
+        out = zero_invalid(self.jpeger(torch.clamp(out, 0, 1), quality=jpeg1), h1, w1)
+
+        # second order: optional blur, resize to an absolute size, noise
+        second_blur = u[:, 4] < opt['second_blur_prob']
+        out = torch.where(second_blur.view(-1, 1, 1, 1), region_filter2D(out, h1, w1, kernels['kernel2']), out)
+        direction2, factor2 = self._resize_factors(u[:, 5], u[:, 6], '2')
+        mode2 = self._modes(u[:, 7])
+        h2, w2 = (ori_h / s * factor2).long(), (ori_w / s * factor2).long()  # int(): truncation
+        out = region_resize(out, h1, w1, h2, w2, canvas2, mode2, least2)
+        gaussian2 = u[:, 8] < opt['gaussian_noise_prob2']
+        out, noise2, gray2 = self._noise_per_sample(out, h2, w2, gaussian2, '2', generator)
+
+        # final stage: both orders for the whole batch, each sample keeps its own
+        order_a = u[:, 9] < 0.5
+        mode_final = self._modes(u[:, 10])
+        jpeg2 = self._quality(b, opt['jpeg_range2'], generator, out)
+        lq_size = (full(lq_h), full(lq_w))
+        first = region_resize(out, h2, w2, *lq_size, (lq_h, lq_w), mode_final, (lq_h, lq_w))
+        first = filter2D(first, kernels['sinc_kernel'])
+        first = self.jpeger(torch.clamp(first, 0, 1), quality=jpeg2)
+        second = zero_invalid(self.jpeger(torch.clamp(out, 0, 1), quality=jpeg2), h2, w2)
+        second = region_resize(second, h2, w2, *lq_size, (lq_h, lq_w), mode_final, (lq_h, lq_w))
+        second = filter2D(second, kernels['sinc_kernel'])
+        out = torch.where(order_a.view(-1, 1, 1, 1), first, second)
+
+        self.last_params = {
+            'direction1': direction1, 'factor1': factor1, 'mode1': mode1, 'size1': torch.stack((h1, w1), 1),
+            'gaussian1': gaussian1, 'noise1': noise1, 'gray1': gray1, 'jpeg1': jpeg1, 'second_blur': second_blur,
+            'direction2': direction2, 'factor2': factor2, 'mode2': mode2, 'size2': torch.stack((h2, w2), 1),
+            'gaussian2': gaussian2, 'noise2': noise2, 'gray2': gray2, 'order_a': order_a, 'mode_final': mode_final,
+            'jpeg2': jpeg2,
+        }
         return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
 
 

@@ -6,7 +6,8 @@ Option keys are Real-ESRGAN's: the pipeline's at the top level (``resize_prob`` 
 RealESRNetModel sharpens the GT first when ``gt_usm`` is true; RealESRGANModel degrades the
 sharpened GT and picks the targets of each loss with ``l1_gt_usm``/``percep_gt_usm``/
 ``gan_gt_usm``. The degradation generator and the training-pair pool are saved in the
-training state, so a resumed run continues exactly.
+training state, so a resumed run continues exactly. With ``per_sample: true`` every degradation
+choice is drawn per sample, so the pool is off unless ``queue_size`` is set explicitly.
 """
 import logging
 from collections import OrderedDict
@@ -26,6 +27,17 @@ from realsr.registry import MODEL_REGISTRY
 logger = logging.getLogger('realsr')
 
 
+def pair_pool_size(opt):
+    """The training-pair pool size: ``queue_size`` (default 180). With ``per_sample: true`` the
+    pool has nothing left to mix, so it is disabled (size 0, logged) unless ``queue_size`` is
+    given explicitly."""
+    if opt.get('per_sample', False) and opt.get('queue_size') is None:
+        logger.info('per_sample: true draws every degradation choice per sample, so the training-pair pool '
+                    'is not needed and is disabled (set queue_size to use one anyway).')
+        return 0
+    return opt.get('queue_size', 180)
+
+
 class OnTheFlyDegradationMixin:
     """Turns a batch of GT crops into (LQ, GT) training pairs on the model's device."""
 
@@ -39,7 +51,7 @@ class OnTheFlyDegradationMixin:
         train_opt = opt['datasets']['train']
         self.degradation = SecondOrderDegradation(opt, train_opt, opt['scale']).to(self.device)
         batch = train_opt['batch_size_per_gpu'] * (1 if opt.get('dist') else max(opt.get('num_gpu', 1), 1))
-        self.pair_pool = TrainingPairPool(opt.get('queue_size', 180), batch)
+        self.pair_pool = TrainingPairPool(pair_pool_size(opt), batch)
         self.gt_size = opt.get('gt_size', train_opt.get('gt_size'))
         if self.gt_size is None:
             raise ValueError("'gt_size' (top level, as in Real-ESRGAN's files) is needed to crop the training pairs")
