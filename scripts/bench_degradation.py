@@ -89,23 +89,33 @@ def bench(device, args):
     opt = {'scale': args.scale}
     pipeline = SecondOrderDegradation(opt, KERNEL_OPT, args.scale).to(device)
     gt = photo_like_batch(args.batch, args.crop_pad, device)
-    # Both variants replay the same per-batch choices (resize factors, modes, noise types) from
-    # an ops generator reseeded before each run; only where the kernels come from differs.
+    # Both variants see the same per-batch choices (resize factors and modes, noise types, final
+    # order): the ops generator is reseeded with the batch number before every batch, since the
+    # choices are drawn first (Poisson sampling then consumes a data-dependent amount of it).
+    # Only where the kernels come from differs.
     g_ops = torch.Generator(device=device)
     g_kernels = torch.Generator(device=device).manual_seed(1)
     rng = np.random.default_rng(0)
+    batch_number = [0]
+
+    def next_ops_generator():
+        batch_number[0] += 1
+        return g_ops.manual_seed(batch_number[0])
 
     def ours():
         kernels = pipeline.kernels.sample(args.batch, g_kernels, device)
-        lq = pipeline(gt, g_ops, kernels=kernels)
-        paired_random_crop_batch([gt], lq, args.gt_size, args.scale, g_ops)
+        g = next_ops_generator()
+        lq = pipeline(gt, g, kernels=kernels)
+        paired_random_crop_batch([gt], lq, args.gt_size, args.scale, g)
 
     def reference_split():
-        lq = pipeline(gt, g_ops, kernels=reference_kernels(args.batch, device, rng))
-        paired_random_crop_batch([gt], lq, args.gt_size, args.scale, g_ops)
+        kernels = reference_kernels(args.batch, device, rng)
+        g = next_ops_generator()
+        lq = pipeline(gt, g, kernels=kernels)
+        paired_random_crop_batch([gt], lq, args.gt_size, args.scale, g)
 
     def timed(fn):
-        g_ops.manual_seed(0)
+        batch_number[0] = 0
         return time_it(fn, args.iters, device)
 
     t_ours = timed(ours)
