@@ -13,7 +13,8 @@ import numbers
 import os
 import re
 
-from realsr.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+from realsr.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY,
+                             REGULARIZER_REGISTRY)
 
 
 class OptionError(ValueError):
@@ -85,6 +86,7 @@ TOP_LEVEL = {
     'world_size': 'int', 'auto_resume': 'bool', 'root_path': 'str', 'datasets': 'dict', 'path': 'dict',
     'train': 'dict', 'val': 'dict', 'logger': 'dict', 'tile': 'dict',
     'weight': 'num',  # Simple-Align's regularizer strength
+    'regularizers': 'list',
     **DEGRADATION_TOP_KEYS,
 }
 _NETWORK_KEY = re.compile(r'^network_\w+$')
@@ -245,7 +247,19 @@ class _Checker:
                 self.section(opt['logger']['wandb'], 'logger.wandb', WANDB)
         if isinstance(opt.get('tile'), dict):
             self.section(opt['tile'], 'tile', TILE)
+        if isinstance(opt.get('regularizers'), list):
+            self.regularizers(opt['regularizers'])
         return self.problems
+
+    def regularizers(self, regs):
+        for i, reg in enumerate(regs):
+            path = f'regularizers[{i}]'
+            if not isinstance(reg, dict) or 'type' not in reg:
+                self.add(f"'{path}' needs a 'type' (e.g. ChannelDropout)")
+                continue
+            cls = self.registry_type(REGULARIZER_REGISTRY, reg['type'], f'{path}.type')
+            if cls is not None:
+                self.kwargs_for(cls, {k: v for k, v in reg.items() if k != 'type'}, path)
 
     def network(self, net_opt, path):
         if 'type' not in net_opt:

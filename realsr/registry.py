@@ -115,5 +115,7 @@ METRIC_REGISTRY = Registry('metric', [
     'realsr.metrics.psnr_ssim',
     'realsr.metrics.niqe',
 ])
-# Filled by the regularizer issue; present now so option validation can name it.
-REGULARIZER_REGISTRY = Registry('regularizer', [])
+REGULARIZER_REGISTRY = Registry('regularizer', [
+    'realsr.regularizers.dropout',
+    'realsr.regularizers.feature_alignment',
+])

@@ -70,7 +70,15 @@ class OnTheFlyDegradationMixin:
         """Degrade ``degrade_from`` (default ``gt``), crop the same window of the LQ and ``gt``,
         and pass the pair through the pool. Returns (lq, gt)."""
         g = self.degradation_generator
-        lq = self.degradation(gt if degrade_from is None else degrade_from, g)
+        source = gt if degrade_from is None else degrade_from
+        views = getattr(self, 'num_views', 1)
+        if views > 1:
+            # [view 1; view 2; ...]: independent degradations of the same GT crops, for
+            # regularizers that compare them (Simple-Align); no pool, as in that method
+            lq = torch.cat([self.degradation(source, g) for _ in range(views)])
+            (gt, ), lq = paired_random_crop_batch([gt.repeat(views, 1, 1, 1)], lq, self.gt_size, self.opt['scale'], g)
+            return lq.contiguous(), gt
+        lq = self.degradation(source, g)
         (gt, ), lq = paired_random_crop_batch([gt], lq, self.gt_size, self.opt['scale'], g)
         pair = self.pair_pool({'lq': lq, 'gt': gt}, g)
         return pair['lq'].contiguous(), pair['gt']
@@ -146,6 +154,8 @@ class RealESRGANModel(OnTheFlyDegradationMixin, SRModel):
                 self.gt_usm = self.usm_sharpener(self.gt)
 
     def optimize_parameters(self, current_iter):
+        for reg in self.regularizers:
+            reg.set_iteration(current_iter)
         opt = self.opt
         l1_gt = self.gt_usm if opt.get('l1_gt_usm', True) else self.gt
         percep_gt = self.gt_usm if opt.get('percep_gt_usm', True) else self.gt
@@ -157,7 +167,7 @@ class RealESRGANModel(OnTheFlyDegradationMixin, SRModel):
         self.output = self.net_g(self.lq)
         loss_dict = OrderedDict()
         if current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters:
-            l_g_total = 0
+            l_g_total = self.regularizer_losses(current_iter, loss_dict)
             if self.cri_pix is not None:
                 l_g_pix = self.cri_pix(self.output, l1_gt)
                 l_g_total = l_g_total + l_g_pix

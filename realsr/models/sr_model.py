@@ -10,6 +10,7 @@ from realsr.engine import checkpoint
 from realsr.engine.ema import update_ema
 from realsr.losses import build_loss
 from realsr.models.base_model import BaseModel
+from realsr.regularizers import build_regularizers
 from realsr.registry import MODEL_REGISTRY
 from realsr.utils.tiling import tiled_forward
 
@@ -27,12 +28,33 @@ class SRModel(BaseModel):
         self.print_network(self.net_g)
         self.load_pretrained(self.net_g, 'g')
         self.net_g_ema = None
+        self.regularizers = []
         if self.is_train:
             self.init_training_settings()
+
+    def setup_regularizers(self):
+        """The ``regularizers:`` of the option file, attached to net_g, plus any an alias arch
+        carries itself (e.g. ``MSRResNet_details_dropoutlast_channel07``)."""
+        bare = checkpoint.unwrap(self.net_g)
+        self.regularizers = list(getattr(bare, 'regularizers', [])) + build_regularizers(
+            self.opt.get('regularizers'), bare)
+        for reg in self.regularizers:
+            logger.info('Regularizer: %s at %s', reg, ', '.join(f'{name}:{side}' for _, name, side in reg.attached))
+        self.num_views = max([reg.num_views for reg in self.regularizers], default=1)
+
+    def regularizer_losses(self, current_iter, loss_dict):
+        """Extra loss terms of the regularizers after a forward pass; added to ``loss_dict``."""
+        total = 0
+        for reg in self.regularizers:
+            for name, value in reg.losses().items():
+                loss_dict[name] = value
+                total = total + value
+        return total
 
     def init_training_settings(self):
         train_opt = self.opt['train']
         self.net_g.train()
+        self.setup_regularizers()
         self.ema_decay = train_opt.get('ema_decay', 0) or 0
         if self.ema_decay > 0:
             logger.info('Use Exponential Moving Average with decay: %s', self.ema_decay)
@@ -68,10 +90,12 @@ class SRModel(BaseModel):
         self.gt = data['gt'].to(self.device, non_blocking=True) if 'gt' in data else None
 
     def optimize_parameters(self, current_iter):
+        for reg in self.regularizers:
+            reg.set_iteration(current_iter)
         self.optimizer_g.zero_grad(set_to_none=True)
         self.output = self.net_g(self.lq)
-        l_total = 0
         loss_dict = OrderedDict()
+        l_total = self.regularizer_losses(current_iter, loss_dict)
         if self.cri_pix is not None:
             l_pix = self.cri_pix(self.output, self.gt)
             l_total = l_total + l_pix
