@@ -29,16 +29,23 @@ def smooth_batch(b, h, w, seed=0):
     return (img + 0.03 * torch.randn(b, 3, h, w, generator=g)).clamp(0, 1)
 
 
+@pytest.mark.parametrize('gray', [0.0, 1.0])
 @pytest.mark.parametrize('scale,size', [(4, (76, 76)), (2, (80, 76)), (4, (92, 80))])
-def test_pipeline_shapes_ranges_and_quantisation(scale, size):
-    deg = SecondOrderDegradation({}, KERNEL_OPT, scale)
+def test_pipeline_shapes_ranges_and_quantisation(scale, size, gray):
+    deg = SecondOrderDegradation({'gray_noise_prob': gray, 'gray_noise_prob2': gray}, KERNEL_OPT, scale)
     gt = smooth_batch(3, *size)
-    for seed in range(12):  # many seeds: both final orders, gray noise, up/down/keep all occur
+    seen = {'order_a': set(), 'gaussian1': set(), 'gaussian2': set(), 'second_blur': set(), 'mode1': set()}
+    for seed in range(16):
         g = torch.Generator().manual_seed(seed)
         lq = deg(gt, g)
         assert lq.shape == (3, 3, size[0] // scale, size[1] // scale)
         assert lq.min() >= 0 and lq.max() <= 1
         assert torch.equal(lq * 255, (lq * 255).round())  # quantised to 8 bits
+        for key in seen:
+            seen[key].add(deg.last_params[key])
+    # every path was taken: both final orders, both noise types at both stages, with and
+    # without the second blur, all three resize modes
+    assert all(len(v) == 2 for k, v in seen.items() if k != 'mode1') and len(seen['mode1']) == 3, seen
     assert torch.equal(gt, smooth_batch(3, *size))  # the input is not modified
 
 
@@ -325,3 +332,19 @@ def test_realesrnet_ddp_two_processes_gloo(tmp_path, seed_options_dir):
     r0, r1 = (torch.load(tmp_path / f'rank{r}.pth', weights_only=True) for r in (0, 1))
     assert all(torch.equal(r0['w'][k], r1['w'][k]) for k in r0['w'])
     assert not torch.equal(r0['lq'], r1['lq'])  # the ranks degrade differently
+
+
+def test_realesrgan_dataset_reads_lmdb(tmp_path):
+    from realsr.data.lmdb_util import make_lmdb_from_folder
+    from realsr.data.realesrgan_dataset import RealESRGANDataset
+    folders = write_pair_folders(tmp_path, n_train=3, n_val=1, hr_size=48)
+    lmdb_path = str(tmp_path / 'gt.lmdb')
+    make_lmdb_from_folder(folders['train_gt'], lmdb_path)
+    base = {'name': 't', 'type': 'RealESRGANDataset', 'use_hflip': False, 'use_rot': False, 'crop_pad_size': 48,
+            'phase': 'train'}
+    from_lmdb = RealESRGANDataset(dict(base, dataroot_gt=lmdb_path, io_backend={'type': 'lmdb'}))
+    from_disk = RealESRGANDataset(dict(base, dataroot_gt=folders['train_gt'], io_backend={'type': 'disk'}))
+    assert len(from_lmdb) == 3
+    assert torch.equal(from_lmdb[1]['gt'], from_disk[1]['gt'])
+    with pytest.raises(ValueError, match="must end with '.lmdb'"):
+        RealESRGANDataset(dict(base, dataroot_gt=folders['train_gt'], io_backend={'type': 'lmdb'}))

@@ -166,6 +166,13 @@ class SecondOrderDegradation:
             return self._degrade_per_sample(gt, generator, kernels)
         u = torch.rand(_BATCH_DRAWS, generator=generator, device=generator.device, dtype=torch.float64).tolist()
         opt = self.opt
+        self.last_params = {  # the per-batch choices of this call, for inspection and tests
+            'factor1': self._resize_factor(u[0], u[1], opt['resize_prob'], opt['resize_range']),
+            'mode1': self._mode(u[2]), 'gaussian1': u[3] < opt['gaussian_noise_prob'],
+            'second_blur': u[4] < opt['second_blur_prob'],
+            'factor2': self._resize_factor(u[5], u[6], opt['resize_prob2'], opt['resize_range2']),
+            'mode2': self._mode(u[7]), 'gaussian2': u[8] < opt['gaussian_noise_prob2'],
+            'order_a': u[9] < 0.5, 'mode_final': self._mode(u[10])}
 
         # first order
         out = filter2D(gt, kernels['kernel1'])
