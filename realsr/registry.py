@@ -101,6 +101,7 @@ ARCH_REGISTRY = Registry('arch', [
     'realsr.archs.rrdbnet_arch',
     'realsr.archs.discriminator_arch',
     'realsr.archs.vgg_arch',
+    'realsr.archs.dropout_aliases_arch',
 ])
 MODEL_REGISTRY = Registry('model', [
     'realsr.models.sr_model',
