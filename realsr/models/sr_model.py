@@ -11,6 +11,7 @@ from realsr.engine.ema import update_ema
 from realsr.losses import build_loss
 from realsr.models.base_model import BaseModel
 from realsr.regularizers import build_regularizers
+from realsr.regularizers.feature_alignment import simple_align_from_legacy_options
 from realsr.registry import MODEL_REGISTRY
 from realsr.utils.tiling import tiled_forward
 
@@ -38,6 +39,8 @@ class SRModel(BaseModel):
         bare = checkpoint.unwrap(self.net_g)
         self.regularizers = list(getattr(bare, 'regularizers', [])) + build_regularizers(
             self.opt.get('regularizers'), bare)
+        # Simple-Align's own files switch it on by name ('reg' in name and dataset name) + `weight`
+        self.regularizers += build_regularizers(simple_align_from_legacy_options(self.opt), bare)
         for reg in self.regularizers:
             logger.info('Regularizer: %s at %s', reg, ', '.join(f'{name}:{side}' for _, name, side in reg.attached))
         self.num_views = max([reg.num_views for reg in self.regularizers], default=1)
@@ -86,6 +89,11 @@ class SRModel(BaseModel):
         self.optimizers.append(self.optimizer_g)
 
     def feed_data(self, data):
+        if self.is_train and getattr(self, 'num_views', 1) > 1:
+            # paired data has one LQ per GT: a two-view regularizer would compare unrelated images
+            raise ValueError(f'a regularizer needs {self.num_views} independently degraded views of each GT, which '
+                             'only models that degrade on the fly provide (RealESRNetModel / RealESRGANModel with '
+                             'high_order_degradation: true); remove it or change model_type')
         self.lq = data['lq'].to(self.device, non_blocking=True)
         self.gt = data['gt'].to(self.device, non_blocking=True) if 'gt' in data else None
 
