@@ -263,3 +263,24 @@ def test_odd_sizes_validate_with_gt_crop(tmp_path, monkeypatch):
                                            'datasets.train.batch_size_per_gpu': 4, 'val.val_freq': 2})
     _train_in_process(write_yaml(tmp_path / 'odd.yml', opt), tmp_path, monkeypatch)
     assert (tmp_path / 'experiments' / 'odd' / 'visualization' / 'img00' / 'img00_2.png').is_file()
+
+
+@pytest.mark.slow
+def test_resume_is_exact_with_dropout_regularizers(tmp_path):
+    """Dropout draws from the global torch RNG during training: the saved RNG states (and the
+    closed-form AdaptiveDropout schedule) make a killed and resumed run bit-identical."""
+    folders = write_pair_folders(tmp_path / 'data', n_train=9)
+    regs = [{'type': 'ChannelDropout', 'p': 0.5},
+            {'type': 'AdaptiveDropout', 'step': 3, 'sites': ['body.0.conv1:output', 'body.1.conv1:output']}]
+
+    def opt_file(name):
+        return write_yaml(tmp_path / f'{name}.yml', train_options(folders, name, regularizers=regs))
+
+    assert run([TRAIN_PY, '-opt', opt_file('full')], tmp_path).returncode == 0
+    cut = opt_file('cut')
+    assert run([TRAIN_PY, '-opt', cut], tmp_path, {'REALSR_TEST_KILL_AFTER_ITER': '4'}).returncode == -signal.SIGKILL
+    resumed = run([TRAIN_PY, '-opt', cut, '--auto_resume'], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'Regularizer: ChannelDropout' in resumed.stderr
+    assert_same_weights(load(tmp_path / 'experiments' / 'full' / 'models' / 'net_g_12.pth'),
+                        load(tmp_path / 'experiments' / 'cut' / 'models' / 'net_g_12.pth'))
