@@ -26,17 +26,10 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from realsr.degradations.kernels import sample_reference_kernels  # noqa: E402
-from realsr.degradations.pipeline import SecondOrderDegradation, paired_random_crop_batch  # noqa: E402
+from realsr.degradations.pipeline import (OFFICIAL_KERNEL_OPT, SecondOrderDegradation,  # noqa: E402
+                                          paired_random_crop_batch)
 
-# train_realesrnet_x4plus.yml, datasets.train
-KERNEL_OPT = {
-    'kernel_list': ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso'],
-    'kernel_prob': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], 'sinc_prob': 0.1, 'blur_sigma': [0.2, 3],
-    'betag_range': [0.5, 4], 'betap_range': [1, 2],
-    'kernel_list2': ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso'],
-    'kernel_prob2': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], 'sinc_prob2': 0.1, 'blur_sigma2': [0.2, 1.5],
-    'betag_range2': [0.5, 4], 'betap_range2': [1, 2], 'final_sinc_prob': 0.8,
-}
+KERNEL_OPT = OFFICIAL_KERNEL_OPT  # train_realesrnet_x4plus.yml, datasets.train
 
 
 def sync(device):

@@ -10,16 +10,10 @@ import yaml
 
 from conftest import write_pair_folders
 from realsr.degradations.pair_pool import TrainingPairPool
-from realsr.degradations.pipeline import DEFAULTS, SecondOrderDegradation, paired_random_crop_batch
+from realsr.degradations.pipeline import (DEFAULTS, OFFICIAL_KERNEL_OPT, SecondOrderDegradation,
+                                          paired_random_crop_batch)
 
-KERNEL_OPT = {
-    'kernel_list': ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso'],
-    'kernel_prob': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], 'sinc_prob': 0.1, 'blur_sigma': [0.2, 3],
-    'betag_range': [0.5, 4], 'betap_range': [1, 2],
-    'kernel_list2': ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso'],
-    'kernel_prob2': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], 'sinc_prob2': 0.1, 'blur_sigma2': [0.2, 1.5],
-    'betag_range2': [0.5, 4], 'betap_range2': [1, 2], 'final_sinc_prob': 0.8,
-}
+KERNEL_OPT = OFFICIAL_KERNEL_OPT  # train_realesrnet_x4plus.yml, datasets.train
 
 
 def smooth_batch(b, h, w, seed=0):

@@ -50,6 +50,15 @@ DEFAULTS = {
     'gaussian_noise_prob2': 0.5, 'noise_range2': [1, 25], 'poisson_scale_range2': [0.05, 2.5],
     'gray_noise_prob2': 0.4, 'jpeg_range2': [30, 95],
 }
+# The official kernel settings (datasets.train of the same file), for tools and tests.
+OFFICIAL_KERNEL_OPT = {
+    'kernel_list': ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso'],
+    'kernel_prob': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], 'sinc_prob': 0.1, 'blur_sigma': [0.2, 3],
+    'betag_range': [0.5, 4], 'betap_range': [1, 2],
+    'kernel_list2': ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso'],
+    'kernel_prob2': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], 'sinc_prob2': 0.1, 'blur_sigma2': [0.2, 1.5],
+    'betag_range2': [0.5, 4], 'betap_range2': [1, 2], 'final_sinc_prob': 0.8,
+}
 RESIZE_MODES = ('area', 'bilinear', 'bicubic')
 _BATCH_DRAWS = 16  # per-batch uniform numbers drawn at once (one device sync per batch)
 _SAMPLE_DRAWS = 11  # per-sample uniform numbers (the per-batch choices, drawn per sample)

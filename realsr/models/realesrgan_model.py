@@ -206,9 +206,5 @@ class RealESRGANModel(OnTheFlyDegradationMixin, SRModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     def save(self, epoch, current_iter, extra_state=None):
-        if self.net_g_ema is not None:
-            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, ['params', 'params_ema'])
-        else:
-            self.save_network(self.net_g, 'net_g', current_iter)
         self.save_network(self.net_d, 'net_d', current_iter)
-        self.save_training_state(epoch, current_iter, extra_state)
+        super().save(epoch, current_iter, extra_state)  # net_g (+ EMA), then the training state
