@@ -168,18 +168,7 @@ class RealESRGANModel(OnTheFlyDegradationMixin, SRModel):
         loss_dict = OrderedDict()
         if current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters:
             l_g_total = self.regularizer_losses(current_iter, loss_dict)
-            if self.cri_pix is not None:
-                l_g_pix = self.cri_pix(self.output, l1_gt)
-                l_g_total = l_g_total + l_g_pix
-                loss_dict['l_g_pix'] = l_g_pix
-            if self.cri_perceptual is not None:
-                l_g_percep, l_g_style = self.cri_perceptual(self.output, percep_gt)
-                if l_g_percep is not None:
-                    l_g_total = l_g_total + l_g_percep
-                    loss_dict['l_g_percep'] = l_g_percep
-                if l_g_style is not None:
-                    l_g_total = l_g_total + l_g_style
-                    loss_dict['l_g_style'] = l_g_style
+            l_g_total = l_g_total + self.content_losses(self.output, l1_gt, percep_gt, loss_dict, prefix='l_g_')
             if self.cri_gan is not None:
                 l_g_gan = self.cri_gan(self.net_d(self.output), True, is_disc=False)
                 l_g_total = l_g_total + l_g_gan

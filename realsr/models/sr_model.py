@@ -54,6 +54,21 @@ class SRModel(BaseModel):
                 total = total + value
         return total
 
+    def content_losses(self, output, pix_target, percep_target, loss_dict, prefix='l_'):
+        """Pixel, perceptual and style losses (those configured), added to ``loss_dict`` as
+        ``<prefix>pix``, ``<prefix>percep``, ``<prefix>style``; returns their sum."""
+        total = 0
+        if self.cri_pix is not None:
+            loss_dict[f'{prefix}pix'] = self.cri_pix(output, pix_target)
+            total = total + loss_dict[f'{prefix}pix']
+        if self.cri_perceptual is not None:
+            percep, style = self.cri_perceptual(output, percep_target)
+            for name, value in (('percep', percep), ('style', style)):
+                if value is not None:
+                    loss_dict[f'{prefix}{name}'] = value
+                    total = total + value
+        return total
+
     def init_training_settings(self):
         train_opt = self.opt['train']
         self.net_g.train()
@@ -104,18 +119,7 @@ class SRModel(BaseModel):
         self.output = self.net_g(self.lq)
         loss_dict = OrderedDict()
         l_total = self.regularizer_losses(current_iter, loss_dict)
-        if self.cri_pix is not None:
-            l_pix = self.cri_pix(self.output, self.gt)
-            l_total = l_total + l_pix
-            loss_dict['l_pix'] = l_pix
-        if self.cri_perceptual is not None:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            if l_percep is not None:
-                l_total = l_total + l_percep
-                loss_dict['l_percep'] = l_percep
-            if l_style is not None:
-                l_total = l_total + l_style
-                loss_dict['l_style'] = l_style
+        l_total = l_total + self.content_losses(self.output, self.gt, self.gt, loss_dict)
         l_total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
