@@ -21,6 +21,9 @@ Modules (import the one you need; importing this package loads nothing heavy):
   batch out, on the GT's device; ``paired_random_crop_batch``.
 * :mod:`realsr.degradations.pair_pool` -- ``TrainingPairPool``: Real-ESRGAN's training-pair queue,
   resumable.
+* :mod:`realsr.degradations.testset_protocol` -- the papers' degraded benchmark sets (bicubic,
+  blur, noise, JPEG and their combinations), byte-identical to the reference script where it is
+  deterministic.
 """
 
-__all__ = ['filters', 'jpeg', 'kernel_synthesis', 'kernels', 'noise', 'pair_pool', 'pipeline', 'usm']
+__all__ = ['filters', 'jpeg', 'kernel_synthesis', 'kernels', 'noise', 'pair_pool', 'pipeline', 'testset_protocol', 'usm']
