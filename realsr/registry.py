@@ -99,6 +99,7 @@ DATASET_REGISTRY = Registry('dataset', [
 ARCH_REGISTRY = Registry('arch', [
     'realsr.archs.srresnet_arch',
     'realsr.archs.rrdbnet_arch',
+    'realsr.archs.swinir_arch',
     'realsr.archs.discriminator_arch',
     'realsr.archs.vgg_arch',
     'realsr.archs.dropout_aliases_arch',
