@@ -39,6 +39,7 @@ setup(
         'console_scripts': [
             'realsr-train=realsr.train:main',
             'realsr-test=realsr.test:main',
+            'realsr-infer=realsr.infer:main',
         ],
     },
 )
