@@ -87,6 +87,7 @@ TOP_LEVEL = {
     'train': 'dict', 'val': 'dict', 'logger': 'dict', 'tile': 'dict',
     'weight': 'num',  # Simple-Align's regularizer strength
     'regularizers': 'list',
+    'datasets_grid': 'dict|list',  # expanded into datasets by realsr.benchmark.grid before validation
     **DEGRADATION_TOP_KEYS,
 }
 _NETWORK_KEY = re.compile(r'^network_\w+$')
@@ -229,7 +230,9 @@ class _Checker:
                 self.network(value, key)
         if self.is_train and 'network_g' not in opt:
             self.add("missing 'network_g': the generator's arch (network_g.type) is required")
-        if isinstance(opt.get('datasets'), dict):
+        if opt.get('datasets_grid') is not None:  # not expanded yet (validate_options called directly)
+            self.datasets_grid(opt)
+        elif isinstance(opt.get('datasets'), dict):
             self.datasets(opt['datasets'])
         elif 'datasets' not in opt:
             self.add("missing 'datasets': at least one dataset (train/val/test_*) is required")
@@ -250,6 +253,18 @@ class _Checker:
         if isinstance(opt.get('regularizers'), list):
             self.regularizers(opt['regularizers'])
         return self.problems
+
+    def datasets_grid(self, opt):
+        import copy
+
+        from realsr.benchmark.grid import expand_dataset_grid
+        expanded = {k: copy.deepcopy(opt[k]) for k in ('datasets', 'datasets_grid', 'scale') if k in opt}
+        try:
+            expand_dataset_grid(expanded)
+        except OptionError as err:
+            self.problems += err.problems
+            return
+        self.datasets(expanded['datasets'])
 
     def regularizers(self, regs):
         for i, reg in enumerate(regs):

@@ -12,6 +12,7 @@ import sys
 
 import yaml
 
+from realsr.benchmark.grid import expand_dataset_grid
 from realsr.option_schema import OptionError, validate_options
 from realsr.utils.yaml_util import yaml_load, yaml_load_text
 
@@ -146,6 +147,7 @@ def parse_options(root_path, is_train=True, argv=None):
     if args.debug and not str(opt.get('name', '')).startswith('debug_'):
         opt['name'] = 'debug_' + str(opt.get('name', ''))
     _fill_defaults(opt, is_train)
+    expand_dataset_grid(opt, args.opt)  # datasets_grid -> test_* blocks, before phases/scale are set
     _datasets(opt)
     _prepare_default_data(opt)
     validate_options(opt, is_train=is_train, source=args.opt)
