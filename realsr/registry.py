@@ -100,6 +100,7 @@ ARCH_REGISTRY = Registry('arch', [
     'realsr.archs.srresnet_arch',
     'realsr.archs.rrdbnet_arch',
     'realsr.archs.swinir_arch',
+    'realsr.archs.drct_arch',
     'realsr.archs.discriminator_arch',
     'realsr.archs.vgg_arch',
     'realsr.archs.dropout_aliases_arch',
@@ -107,6 +108,7 @@ ARCH_REGISTRY = Registry('arch', [
 MODEL_REGISTRY = Registry('model', [
     'realsr.models.sr_model',
     'realsr.models.realesrgan_model',
+    'realsr.models.drct_model',
 ])
 LOSS_REGISTRY = Registry('loss', [
     'realsr.losses.basic_loss',

@@ -171,11 +171,10 @@ def test_yaml_load_reads_a_path(tmp_path):
 # Registry names of features that are not implemented yet (other issues): the only problems the
 # papers' option files may have for now.
 NOT_YET_IMPLEMENTED = {
-    'model': {'RealESRNetModel', 'RealESRGANModel', 'SRGANDynamicModel', 'DASRModel', 'DRCTModel',
-              'RealDRCTMSEModel', 'RealDRCTGANModel'},
+    'model': {'RealESRNetModel', 'RealESRGANModel', 'SRGANDynamicModel', 'DASRModel'},
     'arch': {'MSRResNet_details_dropoutlast_channel07', 'MSRResNet_dropoutlast_channel01',
              'RRDBNet_dropoutlast_channel05', 'MSRResNet_detailss', 'MSRResNetDynamic', 'Degradation_Predictor',
-             'UNetDiscriminatorSN', 'SwinIR', 'DRCT'},
+             'UNetDiscriminatorSN', 'SwinIR'},
     'dataset': {'RealESRGANDataset', 'DASRDataset'},
     'loss': {'PerceptualLoss', 'GANLoss'},
 }

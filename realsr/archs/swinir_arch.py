@@ -102,7 +102,8 @@ def window_partition(x, window_size):
     """(B, H, W, C) -> (B * nW, ws, ws, C), windows in row-major order within each image."""
     b, h, w, c = x.shape
     x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
+    # contiguous: with one window row (h == ws) reshape could return a strided view that callers cannot view
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, c)
 
 
 def window_reverse(windows, window_size, h, w):
