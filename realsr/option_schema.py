@@ -129,7 +129,7 @@ TRAIN = {'total_iter': 'int', 'warmup_iter': 'int', 'ema_decay': 'num', 'optim_g
 _LOSS_KEY = re.compile(r'^\w+_opt$')
 
 VAL = {'val_freq': 'int', 'save_img': 'bool', 'suffix': 'str', 'pbar': 'bool', 'metrics': 'dict', 'tile': 'dict',
-       'compare_bicubic': 'bool'}
+       'compare_bicubic': 'bool', 'pad_mode': 'str'}
 TILE = {'tile_size': 'int', 'tile_pad': 'int'}
 METRIC_EXTRA = {'type': 'str', 'better': 'str'}
 

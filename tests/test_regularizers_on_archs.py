@@ -12,6 +12,9 @@ ARCHS = {
     'SwinIR': {'type': 'SwinIR', 'upscale': 2, 'img_size': 16, 'window_size': 4, 'embed_dim': 12, 'depths': [2],
                'num_heads': [2], 'mlp_ratio': 2, 'upsampler': 'pixelshuffle', 'img_range': 1.0,
                'drop_path_rate': 0.0},  # no stochastic depth: train-mode outputs are comparable
+    'DRCT': {'type': 'DRCT', 'upscale': 2, 'img_size': 16, 'window_size': 8, 'embed_dim': 12, 'depths': [2],
+             'num_heads': [2], 'gc': 6, 'mlp_ratio': 2, 'upsampler': 'pixelshuffle', 'img_range': 1.0,
+             'drop_path_rate': 0.0},
 }
 REGULARIZERS = {
     'ChannelDropout': [{'type': 'ChannelDropout', 'p': 0.7, 'sites': ['conv_last:input']}],
