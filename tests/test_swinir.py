@@ -301,3 +301,17 @@ def test_bf16_autocast_runs_both_paths():
     for out in outs.values():
         assert out.shape == ref.shape and torch.isfinite(out).all()
         assert (out - ref).abs().mean() < 0.1 * ref.abs().mean()
+
+
+def test_bench_archs_script_runs(capsys):
+    """scripts/bench_archs.py runs and prints both attention paths and their ratio (tiny CPU run)."""
+    import importlib.util
+
+    from conftest import REPO_ROOT
+    spec = importlib.util.spec_from_file_location('bench_archs', REPO_ROOT / 'scripts' / 'bench_archs.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.ARCHS['SwinIR-M'] = dict(bench.ARCHS['SwinIR-M'], embed_dim=12, depths=[2], num_heads=[2], img_size=16)
+    bench.main(['--archs', 'SRResNet', 'SwinIR-M', '--batch', '1', '--size', '16', '--iters', '1', '--device', 'cpu'])
+    out = capsys.readouterr().out
+    assert 'SwinIR-M   fp32  sdpa' in out and 'explicit/sdpa' in out and 'SRResNet' in out
