@@ -315,3 +315,24 @@ def test_bench_archs_script_runs(capsys):
     bench.main(['--archs', 'SRResNet', 'SwinIR-M', '--batch', '1', '--size', '16', '--iters', '1', '--device', 'cpu'])
     out = capsys.readouterr().out
     assert 'SwinIR-M   fp32  sdpa' in out and 'explicit/sdpa' in out and 'SRResNet' in out
+
+
+def test_swinirmodel_pads_to_the_window_at_test_time():
+    """BasicSR's SwinIRModel name: an input that is not a window multiple is reflect-padded,
+    run and cropped (the arch itself refuses such sizes)."""
+    import torch.nn.functional as F
+
+    from realsr.registry import MODEL_REGISTRY
+    opt = {'num_gpu': 0, 'is_train': False, 'scale': 2, 'name': 't',
+           'network_g': {'type': 'SwinIR', 'upscale': 2, 'img_size': 16, 'window_size': 4, 'embed_dim': 12,
+                         'depths': [2], 'num_heads': [2], 'mlp_ratio': 2, 'upsampler': 'pixelshuffle',
+                         'img_range': 1.0}}
+    torch.manual_seed(0)
+    model = MODEL_REGISTRY.get('SwinIRModel')(opt)
+    lq = torch.rand(1, 3, 13, 18)
+    model.feed_data({'lq': lq})
+    model.test()
+    with torch.no_grad():
+        expected = model.net_g(F.pad(lq, (0, 2, 0, 3), mode='reflect'))[..., :26, :36]
+    assert model.output.shape == (1, 3, 26, 36)
+    assert torch.allclose(model.output, expected, atol=1e-6)

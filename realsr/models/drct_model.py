@@ -108,3 +108,10 @@ class RealDRCTMSEModel(WindowPaddedTestMixin, RealESRNetModel):
 @MODEL_REGISTRY.register()
 class RealDRCTGANModel(WindowPaddedTestMixin, RealESRGANModel):
     """Upstream ``RealDRCTGANModel``: RealESRGANModel (generator + U-Net discriminator)."""
+
+
+@MODEL_REGISTRY.register()
+class SwinIRModel(WindowPaddedTestMixin, SRModel):
+    """BasicSR's ``SwinIRModel``: SRModel training; at test time the LQ is reflect-padded to a
+    window multiple and the output cropped (``val.pad_mode: flip`` for the official test script's
+    convention)."""
