@@ -332,6 +332,7 @@ def test_swinirmodel_pads_to_the_window_at_test_time():
     lq = torch.rand(1, 3, 13, 18)
     model.feed_data({'lq': lq})
     model.test()
+    model.net_g.eval()  # test() runs the net in eval mode (no stochastic depth)
     with torch.no_grad():
         expected = model.net_g(F.pad(lq, (0, 2, 0, 3), mode='reflect'))[..., :26, :36]
     assert model.output.shape == (1, 3, 26, 36)
