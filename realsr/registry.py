@@ -104,6 +104,7 @@ ARCH_REGISTRY = Registry('arch', [
     'realsr.archs.discriminator_arch',
     'realsr.archs.vgg_arch',
     'realsr.archs.dropout_aliases_arch',
+    'realsr.archs.dasr_arch',
 ])
 MODEL_REGISTRY = Registry('model', [
     'realsr.models.sr_model',
