@@ -123,4 +123,5 @@ METRIC_REGISTRY = Registry('metric', [
 REGULARIZER_REGISTRY = Registry('regularizer', [
     'realsr.regularizers.dropout',
     'realsr.regularizers.feature_alignment',
+    'realsr.regularizers.cross_dropout',
 ])

@@ -21,6 +21,7 @@ REGULARIZERS = {
     'ChannelDropout-element': [{'type': 'ChannelDropout', 'p': 0.5, 'mode': 'element', 'sites': ['conv_last:input']}],
     'AdaptiveDropout': [{'type': 'AdaptiveDropout', 'sites': ['conv_last:input'], 'step': 10}],
     'FeatureAlignment': [{'type': 'FeatureAlignment', 'weight': 1.0, 'sites': ['conv_last:input']}],
+    'CrossDropout': [{'type': 'CrossDropout', 'p_col': 0.2, 'p_row': 0.01, 'sites': ['conv_last:input']}],
 }
 
 
