@@ -22,16 +22,13 @@ supported here; other upsampler names (silently ignored upstream) raise a ValueE
 Input sizes must be multiples of the window (upstream has no internal padding either; the model
 pads, see :class:`realsr.models.drct_model.DRCTModel`) unless ``pad_mode='reflect'``.
 """
-import math
-
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils import checkpoint as torch_checkpoint
 
 from realsr.archs.arch_util import Upsample
 from realsr.archs.swinir_arch import (ATTN_IMPLS, PAD_MODES, PatchEmbed, PatchUnEmbed, SwinTransformerBlock,
-                                      WindowAttention, trunc_normal_)
+                                      WindowSRMixin, trunc_normal_)
 from realsr.registry import ARCH_REGISTRY
 
 UPSAMPLERS = ('pixelshuffle', '')
@@ -87,7 +84,7 @@ class RDG(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class DRCT(nn.Module):
+class DRCT(WindowSRMixin, nn.Module):
     """DRCT: conv_first -> residual dense groups (RDG) -> norm -> conv_after_body (+ skip)
     -> pixelshuffle reconstruction (conv_before_upsample, Upsample, conv_last).
 
@@ -188,38 +185,6 @@ class DRCT(nn.Module):
 
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
-
-    @torch.jit.ignore
-    def no_weight_decay(self):
-        return {'absolute_pos_embed'}
-
-    @torch.jit.ignore
-    def no_weight_decay_keywords(self):
-        return {'relative_position_bias_table'}
-
-    def set_attn_impl(self, attn_impl):
-        """Switch every window attention to 'sdpa' or 'explicit'; returns self."""
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f'DRCT: attn_impl={attn_impl!r}; use one of {ATTN_IMPLS}.')
-        for m in self.modules():
-            if isinstance(m, WindowAttention):
-                m.attn_impl = attn_impl
-        return self
-
-    def size_multiple(self):
-        """Input height/width must be a multiple of this (the blocks' window) when pad_mode='none'."""
-        windows = {m.window_size for m in self.modules() if isinstance(m, SwinTransformerBlock)}
-        return math.lcm(*windows) if windows else 1
-
     def forward_features(self, x):
         x_size = (x.shape[2], x.shape[3])
         x = self.patch_embed(x)
@@ -236,16 +201,7 @@ class DRCT(nn.Module):
 
     def forward(self, x):
         h, w = x.shape[2:]
-        if self.pad_mode == 'reflect':
-            m = self.size_multiple()
-            pad_h, pad_w = (m - h % m) % m, (m - w % m) % m
-            if pad_h or pad_w:
-                x = F.pad(x, (0, pad_w, 0, pad_h), 'reflect')
-        else:
-            m = self.size_multiple()
-            if h % m or w % m:
-                raise ValueError(f'DRCT: input size {h}x{w} is not a multiple of the window size {m}; '
-                                 f"pad the input (e.g. pad_mode='reflect') or crop it to a multiple of {m}.")
+        x = self.pad_input(x)
         mean = self.mean.type_as(x)
         x = (x - mean) * self.img_range
         if self.upsampler == 'pixelshuffle':

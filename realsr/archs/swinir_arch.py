@@ -407,8 +407,62 @@ class UpsampleOneStep(nn.Sequential):
         super().__init__(nn.Conv2d(num_feat, (scale**2) * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
 
 
+class WindowSRMixin:
+    """What SwinIR and DRCT share: weight init, the no-weight-decay names, switching the attention
+    path, and padding (or refusing) an input that is not a window multiple."""
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        return {'absolute_pos_embed'}
+
+    @torch.jit.ignore
+    def no_weight_decay_keywords(self):
+        return {'relative_position_bias_table'}
+
+    def set_attn_impl(self, attn_impl):
+        """Switch every window attention to 'sdpa' or 'explicit'; returns self."""
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f'{type(self).__name__}: attn_impl={attn_impl!r}; use one of {ATTN_IMPLS}.')
+        for m in self.modules():
+            if isinstance(m, WindowAttention):
+                m.attn_impl = attn_impl
+        return self
+
+    def size_multiple(self):
+        """Input height/width must be a multiple of this (the blocks' window) when pad_mode='none'."""
+        windows = {m.window_size for m in self.modules() if isinstance(m, SwinTransformerBlock)}
+        return math.lcm(*windows) if windows else 1
+
+    def reflect_pad_multiple(self):
+        """What pad_mode='reflect' pads to."""
+        return self.size_multiple()
+
+    def pad_input(self, x):
+        """Reflect-pad bottom/right (pad_mode='reflect') or check the size (pad_mode='none')."""
+        h, w = x.shape[2:]
+        if self.pad_mode == 'reflect':
+            m = self.reflect_pad_multiple()
+            pad_h, pad_w = (m - h % m) % m, (m - w % m) % m
+            return F.pad(x, (0, pad_w, 0, pad_h), 'reflect') if pad_h or pad_w else x
+        m = self.size_multiple()
+        if h % m or w % m:
+            raise ValueError(f'{type(self).__name__}: input size {h}x{w} is not a multiple of the window size {m}; '
+                             f"pad the input (e.g. pad_mode='reflect') or crop it to a multiple of {m}.")
+        return x
+
+
 @ARCH_REGISTRY.register()
-class SwinIR(nn.Module):
+class SwinIR(WindowSRMixin, nn.Module):
     """SwinIR: conv_first -> residual Swin Transformer groups (RSTB) -> conv_after_body (+ skip)
     -> reconstruction ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv' or '' for
     restoration without upscaling, which adds a global input skip).
@@ -516,37 +570,9 @@ class SwinIR(nn.Module):
 
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
-
-    @torch.jit.ignore
-    def no_weight_decay(self):
-        return {'absolute_pos_embed'}
-
-    @torch.jit.ignore
-    def no_weight_decay_keywords(self):
-        return {'relative_position_bias_table'}
-
-    def set_attn_impl(self, attn_impl):
-        """Switch every window attention to 'sdpa' or 'explicit'; returns self."""
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f'SwinIR: attn_impl={attn_impl!r}; use one of {ATTN_IMPLS}.')
-        for m in self.modules():
-            if isinstance(m, WindowAttention):
-                m.attn_impl = attn_impl
-        return self
-
-    def size_multiple(self):
-        """Input height/width must be a multiple of this (the blocks' window) when pad_mode='none'."""
-        windows = {blk.window_size for layer in self.layers for blk in layer.residual_group.blocks}
-        return math.lcm(*windows) if windows else 1
+    def reflect_pad_multiple(self):
+        """The official SwinIR forward pads to window_size."""
+        return self.window_size
 
     def forward_features(self, x):
         x_size = (x.shape[2], x.shape[3])
@@ -561,16 +587,7 @@ class SwinIR(nn.Module):
 
     def forward(self, x):
         h, w = x.shape[2:]
-        if self.pad_mode == 'reflect':
-            pad_h = (self.window_size - h % self.window_size) % self.window_size
-            pad_w = (self.window_size - w % self.window_size) % self.window_size
-            if pad_h or pad_w:
-                x = F.pad(x, (0, pad_w, 0, pad_h), 'reflect')
-        else:
-            m = self.size_multiple()
-            if h % m or w % m:
-                raise ValueError(f'SwinIR: input size {h}x{w} is not a multiple of the window size {m}; '
-                                 f"pad the input (e.g. pad_mode='reflect') or crop it to a multiple of {m}.")
+        x = self.pad_input(x)
 
         mean = self.mean.type_as(x)
         x = (x - mean) * self.img_range
