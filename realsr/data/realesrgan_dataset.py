@@ -99,6 +99,14 @@ class RealESRGANDataset(data.Dataset):
 
 
 @DATASET_REGISTRY.register()
+class DASRDataset(RealESRGANDataset):
+    """DASR's / CDDNet's training dataset name. DASR's dataset also draws the kernels of its three
+    degradation spaces; here, as for Real-ESRGAN, it only reads GT crops and the suffixed kernel
+    keys (``kernel_list_weak1``, ``blur_sigma_standard1``, ...) configure the on-device synthesis
+    (:mod:`realsr.degradations.dasr_spaces`)."""
+
+
+@DATASET_REGISTRY.register()
 class RealESRGANPairedDataset(PairedImageDataset):
     """Paired data for fine-tuning with ``high_order_degradation: false``. As
     ``PairedImageDataset``, except that ``meta_info`` lists ``gt/path.png, lq/path.png`` per line

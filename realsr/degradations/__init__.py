@@ -19,6 +19,8 @@ Modules (import the one you need; importing this package loads nothing heavy):
   device (no numpy, no per-sample loop).
 * :mod:`realsr.degradations.pipeline` -- ``SecondOrderDegradation``: GT batch + generator in, LQ
   batch out, on the GT's device; ``paired_random_crop_batch``.
+* :mod:`realsr.degradations.dasr_spaces` -- ``DASRDegradation``: DASR's weak / standard / severe
+  spaces (one per batch) and the 33-value normalised degradation-parameter vector it predicts.
 * :mod:`realsr.degradations.pair_pool` -- ``TrainingPairPool``: Real-ESRGAN's training-pair queue,
   resumable.
 * :mod:`realsr.degradations.testset_protocol` -- the papers' degraded benchmark sets (bicubic,
@@ -26,4 +28,4 @@ Modules (import the one you need; importing this package loads nothing heavy):
   deterministic.
 """
 
-__all__ = ['filters', 'jpeg', 'kernel_synthesis', 'kernels', 'noise', 'pair_pool', 'pipeline', 'testset_protocol', 'usm']
+__all__ = ['dasr_spaces', 'filters', 'jpeg', 'kernel_synthesis', 'kernels', 'noise', 'pair_pool', 'pipeline', 'testset_protocol', 'usm']

@@ -143,39 +143,41 @@ class SecondOrderDegradation:
             return F.interpolate(x, mode=mode, **kwargs)
         return F.interpolate(x, mode=mode, align_corners=False, **kwargs)
 
-    def _noise(self, out, u_type, suffix, generator):
+    def _noise(self, out, gaussian, suffix, generator):
+        """Gaussian (``gaussian``) or Poisson noise; returns (out, level, gray) with the per-sample
+        sigma (0..255 units) or Poisson scale and gray flags."""
         opt = self.opt
-        if u_type < opt[f'gaussian_noise_prob{suffix}']:
+        if gaussian:
             return random_add_gaussian_noise_pt(out, sigma_range=opt[f'noise_range{suffix}'], clip=True, rounds=False,
-                                                gray_prob=opt[f'gray_noise_prob{suffix}'], generator=generator)
+                                                gray_prob=opt[f'gray_noise_prob{suffix}'], generator=generator,
+                                                return_params=True)
         return random_add_poisson_noise_pt(out, scale_range=opt[f'poisson_scale_range{suffix}'],
                                            gray_prob=opt[f'gray_noise_prob{suffix}'], clip=True, rounds=False,
-                                           generator=generator)
+                                           generator=generator, return_params=True)
 
     def _jpeg(self, out, jpeg_range, generator):
+        """JPEG with per-sample qualities ~ U(jpeg_range); returns (out, quality)."""
         b = out.size(0)
         quality = torch.rand(b, generator=generator, device=generator.device).to(out)
         quality = quality * (jpeg_range[1] - jpeg_range[0]) + jpeg_range[0]
-        return self.jpeger(torch.clamp(out, 0, 1), quality=quality)
+        return self.jpeger(torch.clamp(out, 0, 1), quality=quality), quality
 
-    # -- the whole model --------------------------------------------------------------------
-    @torch.no_grad()
-    def __call__(self, gt, generator, kernels=None):
-        """``gt``: (b, 3, H, W) in [0, 1]. Returns the LQ batch (b, 3, H/scale, W/scale), quantised."""
+    def _check_call(self, gt, generator, kernels):
         if generator.device != gt.device and not (generator.device.type == gt.device.type == 'cuda'):
             raise ValueError(f'the generator is on {generator.device} but the GT batch on {gt.device}')
-        b, _, ori_h, ori_w = gt.shape
-        s = self.scale
-        if ori_h % s or ori_w % s:
-            raise ValueError(f'GT size {ori_h}x{ori_w} is not a multiple of the scale {s}')
+        _, _, ori_h, ori_w = gt.shape
+        if ori_h % self.scale or ori_w % self.scale:
+            raise ValueError(f'GT size {ori_h}x{ori_w} is not a multiple of the scale {self.scale}')
         if kernels is None:
-            kernels = self.kernels.sample(b, generator, gt.device)
+            kernels = self.kernels.sample(gt.size(0), generator, gt.device)
         self._check_size(ori_h, ori_w, kernels['kernel1'].shape[-1])
-        if self.per_sample:
-            return self._degrade_per_sample(gt, generator, kernels)
+        return kernels
+
+    def _batch_choices(self, generator):
+        """The per-batch choices, drawn at once (one device sync per batch)."""
         u = torch.rand(_BATCH_DRAWS, generator=generator, device=generator.device, dtype=torch.float64).tolist()
         opt = self.opt
-        self.last_params = {  # the per-batch choices of this call, for inspection and tests
+        return {
             'factor1': self._resize_factor(u[0], u[1], opt['resize_prob'], opt['resize_range']),
             'mode1': self._mode(u[2]), 'gaussian1': u[3] < opt['gaussian_noise_prob'],
             'second_blur': u[4] < opt['second_blur_prob'],
@@ -183,32 +185,55 @@ class SecondOrderDegradation:
             'mode2': self._mode(u[7]), 'gaussian2': u[8] < opt['gaussian_noise_prob2'],
             'order_a': u[9] < 0.5, 'mode_final': self._mode(u[10])}
 
-        # first order
-        out = filter2D(gt, kernels['kernel1'])
-        factor = self._resize_factor(u[0], u[1], opt['resize_prob'], opt['resize_range'])
-        out = self._interpolate(out, self._mode(u[2]), scale_factor=factor)
-        out = self._noise(out, u[3], '', generator)
-        out = self._jpeg(out, opt['jpeg_range'], generator)
+    def _first_order(self, gt, kernel1, generator):
+        """Blur, resize relative to the input size, noise, JPEG (choices from ``last_params``;
+        the per-sample noise levels, gray flags and qualities are added to it)."""
+        p = self.last_params
+        out = filter2D(gt, kernel1)
+        out = self._interpolate(out, p['mode1'], scale_factor=p['factor1'])
+        out, p['noise1'], p['gray1'] = self._noise(out, p['gaussian1'], '', generator)
+        out, p['jpeg1'] = self._jpeg(out, self.opt['jpeg_range'], generator)
+        return out
+
+    @staticmethod
+    def quantize(out):
+        return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
+
+    # -- the whole model --------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, gt, generator, kernels=None):
+        """``gt``: (b, 3, H, W) in [0, 1]. Returns the LQ batch (b, 3, H/scale, W/scale), quantised.
+
+        ``last_params`` then holds this call's choices: the per-batch ones (``factor1``, ``mode1``,
+        ``gaussian1``, ``second_blur``, ``factor2``, ``mode2``, ``gaussian2``, ``order_a``,
+        ``mode_final``) and the per-sample (b,) tensors ``noise1``/``noise2`` (sigma or Poisson
+        scale), ``gray1``/``gray2`` and ``jpeg1``/``jpeg2`` (qualities)."""
+        kernels = self._check_call(gt, generator, kernels)
+        if self.per_sample:
+            return self._degrade_per_sample(gt, generator, kernels)
+        _, _, ori_h, ori_w = gt.shape
+        s = self.scale
+        self.last_params = p = self._batch_choices(generator)
+        out = self._first_order(gt, kernels['kernel1'], generator)
 
         # second order
-        if u[4] < opt['second_blur_prob']:
+        if p['second_blur']:
             out = filter2D(out, kernels['kernel2'])
-        factor = self._resize_factor(u[5], u[6], opt['resize_prob2'], opt['resize_range2'])
-        size = (int(ori_h / s * factor), int(ori_w / s * factor))
-        out = self._interpolate(out, self._mode(u[7]), size=size)
-        out = self._noise(out, u[8], '2', generator)
+        size = (int(ori_h / s * p['factor2']), int(ori_w / s * p['factor2']))
+        out = self._interpolate(out, p['mode2'], size=size)
+        out, p['noise2'], p['gray2'] = self._noise(out, p['gaussian2'], '2', generator)
 
         # final stage: [resize + sinc, JPEG] or [JPEG, resize + sinc]
         final_size = (ori_h // s, ori_w // s)
-        if u[9] < 0.5:
-            out = self._interpolate(out, self._mode(u[10]), size=final_size)
+        if p['order_a']:
+            out = self._interpolate(out, p['mode_final'], size=final_size)
             out = filter2D(out, kernels['sinc_kernel'])
-            out = self._jpeg(out, opt['jpeg_range2'], generator)
+            out, p['jpeg2'] = self._jpeg(out, self.opt['jpeg_range2'], generator)
         else:
-            out = self._jpeg(out, opt['jpeg_range2'], generator)
-            out = self._interpolate(out, self._mode(u[10]), size=final_size)
+            out, p['jpeg2'] = self._jpeg(out, self.opt['jpeg_range2'], generator)
+            out = self._interpolate(out, p['mode_final'], size=final_size)
             out = filter2D(out, kernels['sinc_kernel'])
-        return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
+        return self.quantize(out)
 
     # -- per_sample: true ---------------------------------------------------------------------
     def _factor_bounds(self, suffix):
@@ -325,7 +350,7 @@ class SecondOrderDegradation:
             'gaussian2': gaussian2, 'noise2': noise2, 'gray2': gray2, 'order_a': order_a, 'mode_final': mode_final,
             'jpeg2': jpeg2,
         }
-        return torch.clamp((out * 255.0).round(), 0, 255) / 255.0
+        return self.quantize(out)
 
 
 def paired_random_crop_batch(gts, lq, gt_patch_size, scale, generator):
