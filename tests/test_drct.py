@@ -3,6 +3,7 @@
 types' test-time padding conventions, and DRCT's own option files run on CPU with a tiny network."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ from realsr.models.realesrgan_model import RealESRGANModel, RealESRNetModel
 from realsr.models.sr_model import SRModel
 from realsr.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from test_archs import _import_spandrel  # torchvision stub for importing spandrel on CPU-only torch
+
+REPO = Path(__file__).resolve().parents[1]
 from test_swinir import _randomize_, _run
 
 
@@ -317,3 +320,29 @@ def test_real_drct_mse_file_runs_on_cpu(tmp_path, seed_options_dir, drct_data, m
     assert (tmp_path / 'experiments' / 'real_drct' / 'models' / 'net_g_2.pth').is_file()
     from realsr.data import build_dataset
     assert len(build_dataset(model.opt['datasets']['train'])) == 3  # the meta_info_file lists the images
+
+
+def test_real_drct_gan_recipe_runs_on_cpu(tmp_path, drct_data, monkeypatch):
+    """Our Real-DRCT GAN-stage recipe (DRCT ships no file for it), shrunk, with random VGG19
+    weights in torchvision's layout (nothing is downloaded in tests)."""
+    from test_realesrgan import fake_vgg19_weights
+
+    from realsr import train
+    opt = yaml.safe_load((REPO / 'options' / 'train' / 'train_Real_DRCT_GAN_x4.yml').read_text())
+    assert opt['model_type'] == 'RealDRCTGANModel' and opt['network_d']['type'] == 'UNetDiscriminatorSN'
+    opt.update(name='real_drct_gan', num_gpu=0, gt_size=32, queue_size=4)
+    opt['datasets']['train'].update(dataroot_gt=drct_data['train_gt'], meta_info=None, num_worker_per_gpu=0,
+                                    batch_size_per_gpu=2, crop_pad_size=80)
+    opt['network_g'].update(SHRINK)
+    opt['network_d']['num_feat'] = 8
+    opt['train']['total_iter'] = 2
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False)
+    (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
+    monkeypatch.setenv('REALSR_VGG_WEIGHTS', fake_vgg19_weights(tmp_path / 'vgg19.pth'))
+    monkeypatch.chdir(tmp_path)
+    model = train.main(['-opt', str(tmp_path / 'o.yml')])
+    assert type(model) is RealDRCTGANModel
+    assert {'l_g_pix', 'l_g_percep', 'l_g_gan', 'l_d_real', 'l_d_fake'} <= set(model.log_dict)
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in model.log_dict.values())
+    models = tmp_path / 'experiments' / 'real_drct_gan' / 'models'
+    assert (models / 'net_g_2.pth').is_file() and (models / 'net_d_2.pth').is_file()
