@@ -49,7 +49,7 @@ class OnTheFlyDegradationMixin:
         if not (self.is_train and self.high_order_degradation):
             return
         train_opt = opt['datasets']['train']
-        self.degradation = SecondOrderDegradation(opt, train_opt, opt['scale']).to(self.device)
+        self.degradation = self.build_degradation(opt, train_opt).to(self.device)
         batch = train_opt['batch_size_per_gpu'] * (1 if opt.get('dist') else max(opt.get('num_gpu', 1), 1))
         self.pair_pool = TrainingPairPool(pair_pool_size(opt), batch)
         self.gt_size = opt.get('gt_size', train_opt.get('gt_size'))
@@ -65,6 +65,19 @@ class OnTheFlyDegradationMixin:
         self.degradation_generator = torch.Generator(device=self.device)
         self.degradation_generator.manual_seed(seed)
 
+    def build_degradation(self, opt, train_opt):
+        """The on-device degradation module (DASR's models plug in their degradation spaces)."""
+        return SecondOrderDegradation(opt, train_opt, opt['scale'])
+
+    @torch.no_grad()
+    def crop_and_pool(self, lq, gt, **aligned):
+        """Crop the same window of ``lq`` and ``gt`` and pass them, with any per-sample tensors in
+        ``aligned`` (e.g. degradation parameters), through the pool, which keeps them together.
+        Returns the dict to train on (keys 'lq', 'gt' and those of ``aligned``)."""
+        g = self.degradation_generator
+        (gt, ), lq = paired_random_crop_batch([gt], lq, self.gt_size, self.opt['scale'], g)
+        return self.pair_pool({'lq': lq, 'gt': gt, **aligned}, g)
+
     @torch.no_grad()
     def synthesize_pairs(self, gt, degrade_from=None):
         """Degrade ``degrade_from`` (default ``gt``), crop the same window of the LQ and ``gt``,
@@ -78,9 +91,7 @@ class OnTheFlyDegradationMixin:
             lq = torch.cat([self.degradation(source, g) for _ in range(views)])
             (gt, ), lq = paired_random_crop_batch([gt.repeat(views, 1, 1, 1)], lq, self.gt_size, self.opt['scale'], g)
             return lq.contiguous(), gt
-        lq = self.degradation(source, g)
-        (gt, ), lq = paired_random_crop_batch([gt], lq, self.gt_size, self.opt['scale'], g)
-        pair = self.pair_pool({'lq': lq, 'gt': gt}, g)
+        pair = self.crop_and_pool(self.degradation(source, g), gt)
         return pair['lq'].contiguous(), pair['gt']
 
     def extra_training_state(self):
@@ -118,15 +129,11 @@ class RealESRNetModel(OnTheFlyDegradationMixin, SRModel):
             super().feed_data(data)
 
 
-@MODEL_REGISTRY.register()
-class RealESRGANModel(OnTheFlyDegradationMixin, SRModel):
-    """Generator + U-Net discriminator (``network_d``) with pixel, perceptual and GAN losses."""
+class DiscriminatorMixin:
+    """The discriminator ``net_d`` (``network_d``), the GAN loss and the discriminator step,
+    shared by the GAN models (Real-ESRGAN, DASR)."""
 
-    def __init__(self, opt):
-        super().__init__(opt)
-        self.setup_degradation()
-
-    def init_training_settings(self):
+    def setup_discriminator(self):
         train_opt = self.opt['train']
         self.net_d = self.model_to_device(build_network(self.opt['network_d']))
         self.print_network(self.net_d)
@@ -135,12 +142,50 @@ class RealESRGANModel(OnTheFlyDegradationMixin, SRModel):
         self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
         self.net_d_iters = train_opt.get('net_d_iters', 1)
         self.net_d_init_iters = train_opt.get('net_d_init_iters', 0)
+
+    def setup_optimizer_d(self):
+        self.optimizer_d = self.get_optimizer(self.opt['train']['optim_d'], self.net_d.parameters())
+        self.optimizers.append(self.optimizer_d)
+
+    def generator_step_due(self, current_iter):
+        """The generator is updated every ``net_d_iters`` iterations after ``net_d_init_iters``."""
+        return current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters
+
+    def set_discriminator_trainable(self, trainable):
+        for p in self.net_d.parameters():
+            p.requires_grad = trainable
+
+    def discriminator_step(self, real, fake, loss_dict):
+        """One discriminator update on ``real`` and ``fake`` (detached here); logs into ``loss_dict``."""
+        self.set_discriminator_trainable(True)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        # real and fake in separate backward passes (as the reference, for DDP)
+        real_d_pred = self.net_d(real)
+        l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
+        l_d_real.backward()
+        fake_d_pred = self.net_d(fake.detach().clone())
+        l_d_fake = self.cri_gan(fake_d_pred, False, is_disc=True)
+        l_d_fake.backward()
+        self.optimizer_d.step()
+        loss_dict.update(l_d_real=l_d_real, out_d_real=real_d_pred.detach().mean(), l_d_fake=l_d_fake,
+                         out_d_fake=fake_d_pred.detach().mean())
+
+
+@MODEL_REGISTRY.register()
+class RealESRGANModel(DiscriminatorMixin, OnTheFlyDegradationMixin, SRModel):
+    """Generator + U-Net discriminator (``network_d``) with pixel, perceptual and GAN losses."""
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.setup_degradation()
+
+    def init_training_settings(self):
+        self.setup_discriminator()
         super().init_training_settings()  # net_g, EMA, pixel/perceptual losses, optimizers
 
     def setup_optimizers(self):
         super().setup_optimizers()
-        self.optimizer_d = self.get_optimizer(self.opt['train']['optim_d'], self.net_d.parameters())
-        self.optimizers.append(self.optimizer_d)
+        self.setup_optimizer_d()
 
     def feed_data(self, data):
         if self.is_train and self.high_order_degradation and self.degradation is not None:
@@ -161,12 +206,11 @@ class RealESRGANModel(OnTheFlyDegradationMixin, SRModel):
         percep_gt = self.gt_usm if opt.get('percep_gt_usm', True) else self.gt
         gan_gt = self.gt_usm if opt.get('gan_gt_usm', False) else self.gt
 
-        for p in self.net_d.parameters():
-            p.requires_grad = False
+        self.set_discriminator_trainable(False)
         self.optimizer_g.zero_grad(set_to_none=True)
         self.output = self.net_g(self.lq)
         loss_dict = OrderedDict()
-        if current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters:
+        if self.generator_step_due(current_iter):
             l_g_total = self.regularizer_losses(current_iter, loss_dict)
             l_g_total = l_g_total + self.content_losses(self.output, l1_gt, percep_gt, loss_dict, prefix='l_g_')
             if self.cri_gan is not None:
@@ -176,19 +220,7 @@ class RealESRGANModel(OnTheFlyDegradationMixin, SRModel):
             l_g_total.backward()
             self.optimizer_g.step()
 
-        for p in self.net_d.parameters():
-            p.requires_grad = True
-        self.optimizer_d.zero_grad(set_to_none=True)
-        # real and fake in separate backward passes (as the reference, for DDP)
-        real_d_pred = self.net_d(gan_gt)
-        l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
-        l_d_real.backward()
-        fake_d_pred = self.net_d(self.output.detach().clone())
-        l_d_fake = self.cri_gan(fake_d_pred, False, is_disc=True)
-        l_d_fake.backward()
-        self.optimizer_d.step()
-        loss_dict.update(l_d_real=l_d_real, out_d_real=real_d_pred.detach().mean(), l_d_fake=l_d_fake,
-                         out_d_fake=fake_d_pred.detach().mean())
+        self.discriminator_step(gan_gt, self.output, loss_dict)
 
         if self.net_g_ema is not None:
             update_ema(self.net_g_ema, self.net_g, self.ema_decay)
