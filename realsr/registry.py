@@ -110,6 +110,7 @@ MODEL_REGISTRY = Registry('model', [
     'realsr.models.sr_model',
     'realsr.models.realesrgan_model',
     'realsr.models.drct_model',
+    'realsr.models.dasr_model',
 ])
 LOSS_REGISTRY = Registry('loss', [
     'realsr.losses.basic_loss',

@@ -1,0 +1,381 @@
+"""DASR / CDDNet models: the LDL artifact map, loss assembly, the pool keeping the degradation
+parameters with their images, generator init from an MSRResNet checkpoint, save/resume of every
+network, the test path, and the option files (CDDNet's own and ours) running shrunk on CPU."""
+import copy
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from realsr.archs.dasr_arch import MSRResNetDynamic
+from realsr.archs.srresnet_arch import MSRResNet
+from realsr.engine import checkpoint
+from realsr.losses.ldl_loss import get_refined_artifact_map
+from realsr.models.dasr_model import DASRModel, SRGANDynamicModel, msrresnet_block_count
+from realsr.registry import MODEL_REGISTRY
+
+NUM_PARAMS = 33
+TINY_G = dict(type='MSRResNetDynamic', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2, num_models=5, upscale=4)
+
+
+# -- the LDL artifact map ------------------------------------------------------------------------
+def _numpy_artifact_map(gt, out, ema, ksize):
+    """The map computed independently, image by image, with plain numpy loops."""
+    r = np.abs(gt - out).sum(1)  # (b, h, w)
+    r_ema = np.abs(gt - ema).sum(1)
+    pad = (ksize - 1) // 2
+    result = np.zeros_like(r)
+    for i in range(r.shape[0]):
+        patch = np.var(r[i], ddof=1)**0.2
+        padded = np.pad(r[i], pad, mode='reflect')
+        for y in range(r.shape[1]):
+            for x in range(r.shape[2]):
+                result[i, y, x] = patch * np.var(padded[y:y + ksize, x:x + ksize], ddof=1)
+    result[r < r_ema] = 0
+    return result[:, None]
+
+
+@pytest.mark.parametrize('ksize', [3, 7])
+def test_ldl_artifact_map_matches_a_hand_computation(ksize):
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(2, 3, 6, 7, generator=g, dtype=torch.float64)
+    out = gt + 0.2 * torch.randn(2, 3, 6, 7, generator=g, dtype=torch.float64)
+    ema = gt + 0.2 * torch.randn(2, 3, 6, 7, generator=g, dtype=torch.float64)
+    expected = _numpy_artifact_map(gt.numpy(), out.numpy(), ema.numpy(), ksize)
+    got = get_refined_artifact_map(gt, out, ema, ksize)
+    assert got.shape == (2, 1, 6, 7)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-12)
+    zeroed = (expected == 0).mean()
+    assert 0.1 < zeroed < 0.9  # the EMA comparison both keeps and drops pixels here
+
+
+def test_ldl_artifact_map_values_on_a_tiny_case():
+    # one channel, 4x4, ksize 3: residual r = |out| (gt 0), known values worked by hand
+    gt = torch.zeros(1, 1, 4, 4)
+    out = torch.tensor([[0., 0., 0., 0.], [0., 4., 0., 0.], [0., 0., 0., 0.], [0., 0., 0., 0.]]).view(1, 1, 4, 4)
+    ema = gt.clone()  # the EMA is exact: net_g is never better than it, nothing is zeroed
+    m = get_refined_artifact_map(gt, out, ema, 3)
+    # patch weight: var over 16 values, one of them 4: mean 0.25, unbiased var = (16 - 16*0.0625)/15 = 1
+    # the window centred at (1,1) holds the 4 once and eight zeros: var = (16 - 16/9) / 8 = 16/9
+    assert m[0, 0, 1, 1].item() == pytest.approx(16 / 9)
+    # (3,3): reflect padding never brings the 4 in (its window spans rows/cols 2..3 and their mirrors)
+    assert m[0, 0, 3, 3].item() == 0
+    # (0,0): reflect padding mirrors row/col 1 into -1, so the window holds the 4 four times
+    assert m[0, 0, 0, 0].item() == pytest.approx((4 * 16 - 9 * (16 / 9)**2) / 8)
+    ema_worse = gt + 5  # net_g beats the EMA everywhere: no pixel is an artifact
+    assert get_refined_artifact_map(gt, out, ema_worse, 3).abs().sum() == 0
+
+
+def test_ldl_artifact_map_passes_gradients_through_the_weights():
+    g = torch.Generator().manual_seed(1)
+    gt = torch.rand(1, 3, 8, 8, generator=g)
+    out = (gt + 0.3 * torch.randn(1, 3, 8, 8, generator=g)).requires_grad_()
+    ema = gt.clone()  # an exact EMA: nothing masked
+    get_refined_artifact_map(gt, out, ema, 7).sum().backward()
+    assert out.grad is not None and out.grad.abs().sum() > 0  # not detached, as in the reference
+
+
+# -- a tiny DASRModel with a fake degradation -----------------------------------------------------
+class AvgPoolDegradation(torch.nn.Module):
+    """Stands in for DASRDegradation: LQ = area downscale, params drawn from the generator."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+        self.last_space = None
+
+    def forward(self, gt, generator):
+        self.last_space = 'weak_degrade_one_stage'
+        params = torch.rand(gt.size(0), NUM_PARAMS, generator=generator, device=gt.device)
+        return F.avg_pool2d(gt, self.scale), params
+
+
+class IndexDegradation(torch.nn.Module):
+    """Every sample gets a running index k; its LQ and every entry of its params equal k/1000."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+        self.next_index = 1
+        self.last_space = 'severe_degrade_two_stage'
+
+    def forward(self, gt, generator):
+        b, c, h, w = gt.shape
+        value = (torch.arange(b, dtype=torch.float32) + self.next_index) / 1000
+        self.next_index += b
+        lq = value.view(b, 1, 1, 1).expand(b, c, h // self.scale, w // self.scale).clone()
+        return lq, value.view(b, 1).expand(b, NUM_PARAMS).clone()
+
+
+def tiny_opt(tmp_path, model_type='DASRModel', **train_overrides):
+    opt = {
+        'name': 'tiny', 'model_type': model_type, 'scale': 4, 'num_gpu': 0, 'manual_seed': 0, 'is_train': True,
+        'gt_size': 32, 'queue_size': 4,
+        'datasets': {'train': {'name': 'fake', 'type': 'DASRDataset', 'batch_size_per_gpu': 2, 'crop_pad_size': 48}},
+        'network_g': dict(TINY_G, init_dynamic=True),
+        'network_p': {'type': 'Degradation_Predictor', 'in_nc': 3, 'nf': 8, 'num_params': NUM_PARAMS, 'num_networks': 5},
+        'network_d': {'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 4, 'skip_connection': True},
+        'path': {'models': str(tmp_path / 'models'), 'training_states': str(tmp_path / 'training_states')},
+        'train': {
+            'ema_decay': 0.999,
+            'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+            'optim_d': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+            'pixel_opt': {'type': 'CharbonnierLoss', 'loss_weight': 1.0},
+            'regress_opt': {'type': 'CharbonnierLoss', 'loss_weight': 1.0},
+            'artifacts_opt': {'type': 'CharbonnierLoss', 'loss_weight': 1.0},
+            'gan_opt': {'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 0.1},
+            # no perceptual_opt: the VGG19 weights are not available offline
+        },
+    }
+    opt['train'].update(train_overrides)
+    return opt
+
+
+@pytest.fixture()
+def fake_degradation(monkeypatch):
+    """Make DASRModel use the given fake degradation class (AvgPoolDegradation by default)."""
+    chosen = {'cls': AvgPoolDegradation}
+    monkeypatch.setattr(DASRModel, 'build_degradation', lambda self, opt, train_opt: chosen['cls'](opt['scale']))
+    return chosen
+
+
+def gt_batch(seed, b=2, size=48):
+    g = torch.Generator().manual_seed(seed)
+    return {'gt': torch.rand(b, 3, size, size, generator=g)}
+
+
+def test_models_are_registered():
+    assert MODEL_REGISTRY.get('SRGANDynamicModel') is SRGANDynamicModel
+    assert MODEL_REGISTRY.get('DASRModel') is DASRModel
+
+
+def test_loss_assembly_and_optimizer_covers_net_p(tmp_path, fake_degradation):
+    model = DASRModel(tiny_opt(tmp_path))
+    g_params = {id(p) for group in model.optimizer_g.param_groups for p in group['params']}
+    assert {id(p) for p in model.net_p.parameters()} <= g_params
+    assert {id(p) for p in model.net_g.parameters()} <= g_params
+    assert not {id(p) for p in model.net_d.parameters()} & g_params
+    p_before = copy.deepcopy(model.net_p.state_dict())
+    for it in (1, 2):
+        model.feed_data(gt_batch(it))
+        model.optimize_parameters(it)
+    assert model.lq.shape == (2, 3, 8, 8) and model.gt.shape == (2, 3, 32, 32)
+    assert model.degradation_space == 'weak_degrade_one_stage'
+    assert set(model.log_dict) == {'l_pix', 'l_regression', 'l_g_artifacts', 'l_g_gan', 'l_d_real', 'l_d_fake',
+                                   'out_d_real', 'out_d_fake'}
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in model.log_dict.values())
+    assert any(not torch.equal(p_before[k], v) for k, v in model.net_p.state_dict().items())  # net_p trained
+    # the EMA moved towards net_g but is not net_g
+    ema, net = model.net_g_ema.state_dict(), model.net_g.state_dict()
+    assert any(not torch.equal(ema[k], net[k]) for k in net)
+
+
+def test_generator_steps_wait_for_net_d_init_iters(tmp_path, fake_degradation):
+    model = DASRModel(tiny_opt(tmp_path, net_d_init_iters=1))
+    model.feed_data(gt_batch(0))
+    model.optimize_parameters(1)
+    assert set(model.log_dict) == {'l_d_real', 'l_d_fake', 'out_d_real', 'out_d_fake'}
+    model.optimize_parameters(2)
+    assert 'l_regression' in model.log_dict and 'l_g_gan' in model.log_dict
+
+
+def test_artifact_loss_needs_the_ema(tmp_path, fake_degradation):
+    with pytest.raises(ValueError, match='ema_decay'):
+        DASRModel(tiny_opt(tmp_path, ema_decay=0))
+
+
+def test_pool_keeps_params_with_their_images(tmp_path, fake_degradation):
+    fake_degradation['cls'] = IndexDegradation
+    model = DASRModel(tiny_opt(tmp_path, queue_size=8))
+    seen_old = False
+    for it in range(30):
+        first = model.degradation.next_index
+        # the GT of sample k is the constant k/1000 as well (USM leaves a flat image unchanged)
+        gt = ((torch.arange(2, dtype=torch.float32) + first) / 1000).view(2, 1, 1, 1).expand(2, 3, 48, 48)
+        model.feed_data({'gt': gt.clone()})
+        lq_id = model.lq.mean(dim=(1, 2, 3))
+        assert torch.allclose(model.degradation_params, lq_id[:, None].expand(2, NUM_PARAMS), atol=1e-6)
+        assert torch.allclose(model.gt.mean(dim=(1, 2, 3)), lq_id, atol=1e-5)
+        seen_old |= bool((lq_id * 1000 < first - 0.5).any())
+    assert seen_old  # the pool did hand out pairs from earlier batches
+
+
+def test_gt_usm_keys_are_logged_as_ignored(tmp_path, fake_degradation, caplog):
+    opt = tiny_opt(tmp_path)
+    opt.update(l1_gt_usm=True, gan_gt_usm=False)
+    with caplog.at_level(logging.INFO, logger='realsr'):
+        DASRModel(opt)
+    assert any('l1_gt_usm, gan_gt_usm ignored' in r.getMessage() for r in caplog.records)
+
+
+def test_cross_dropout_regularizer_acts_on_the_dynamic_generator(tmp_path, fake_degradation):
+    opt = tiny_opt(tmp_path)
+    opt['regularizers'] = [{'type': 'CrossDropout', 'p_col': 0.5, 'p_row': 0.2, 'sites': ['conv_last:input']}]
+    model = DASRModel(opt)
+    assert [name for _, name, _ in model.regularizers[0].attached] == ['conv_last']
+    lq = torch.rand(2, 3, 8, 8)
+    w = torch.full((2, 5), 0.2)
+    with torch.no_grad():
+        a, b = model.net_g(lq, w), model.net_g(lq, w)  # training mode: stripes dropped at random
+        assert not torch.equal(a, b)
+        model.net_g.eval()
+        assert torch.equal(model.net_g(lq, w), model.net_g(lq, w))
+        model.net_g.train()
+    model.feed_data(gt_batch(0))
+    model.optimize_parameters(1)
+    assert 'l_pix' in model.log_dict
+
+
+# -- generator init from checkpoints ------------------------------------------------------------
+def _msrresnet_file(path, num_block=2, with_ema=False, seed=0):
+    torch.manual_seed(seed)
+    net = MSRResNet(num_feat=8, num_block=num_block, upscale=4)
+    ckpt = {'params': net.state_dict()}
+    if with_ema:
+        ckpt['params_ema'] = {k: v + 1 for k, v in net.state_dict().items()}
+    torch.save(ckpt, path)
+    return ckpt
+
+
+@pytest.mark.parametrize('arch', ['MSRResNetDynamic', 'MSRResNetDynamicDASR'])
+def test_msrresnet_checkpoint_initialises_net_g_and_its_ema(tmp_path, fake_degradation, arch):
+    ckpt = _msrresnet_file(tmp_path / 'msrresnet.pth', with_ema=True)
+    opt = tiny_opt(tmp_path)
+    opt['network_g'] = dict(TINY_G, type=arch)  # no init_dynamic: the checkpoint must do it
+    opt['path'].update(pretrain_network_g=str(tmp_path / 'msrresnet.pth'), strict_load_g=False)
+    model = DASRModel(opt)
+    kwargs = {k: v for k, v in TINY_G.items() if k != 'type'}
+    kwargs['with_rc'] = arch == 'MSRResNetDynamic'
+    expected = MSRResNetDynamic.from_msrresnet(ckpt['params'], **kwargs).state_dict()
+    expected_ema = MSRResNetDynamic.from_msrresnet(ckpt['params_ema'], **kwargs).state_dict()
+    dynamic = [k for k in expected if not k.startswith('RC.')]
+    assert len(dynamic) == len(ckpt['params'])
+    for k in dynamic:
+        torch.testing.assert_close(model.net_g.state_dict()[k], expected[k], rtol=0, atol=0)
+        torch.testing.assert_close(model.net_g_ema.state_dict()[k], expected_ema[k], rtol=0, atol=0)
+    assert model.net_g.dynamic_initialized and model.net_g_ema.dynamic_initialized
+
+
+def test_msrresnet_checkpoint_without_params_ema_gives_the_ema_params(tmp_path, fake_degradation):
+    ckpt = _msrresnet_file(tmp_path / 'msrresnet.pth')
+    opt = tiny_opt(tmp_path)
+    opt['network_g'] = dict(TINY_G)
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'msrresnet.pth')
+    model = DASRModel(opt)
+    torch.testing.assert_close(model.net_g_ema.state_dict()['conv_first.weight'][3], ckpt['params']['conv_first.weight'])
+
+
+def test_msrresnet_block_count_mismatch_is_named(tmp_path, fake_degradation, caplog):
+    _msrresnet_file(tmp_path / 'msrresnet.pth', num_block=2)
+    assert msrresnet_block_count(torch.load(tmp_path / 'msrresnet.pth')['params']) == 2
+    opt = tiny_opt(tmp_path)
+    opt['network_g'] = dict(TINY_G, num_block=3)
+    opt['path'].update(pretrain_network_g=str(tmp_path / 'msrresnet.pth'), strict_load_g=False)
+    with pytest.raises(ValueError, match=r'2 residual blocks.*num_block is 3.*num_block: 2.*16'):
+        DASRModel(copy.deepcopy(opt))
+    # explicit opt-in: the third block keeps its random init, with a warning
+    opt['network_g']['init_dynamic'] = True
+    with caplog.at_level(logging.WARNING, logger='realsr'):
+        model = DASRModel(opt)
+    assert any('blocks 2-2 keep their random init' in r.getMessage() for r in caplog.records)
+    sd = torch.load(tmp_path / 'msrresnet.pth')['params']
+    assert torch.equal(model.net_g.state_dict()['body.1.conv1.weight'][0], sd['body.1.conv1.weight'])
+
+
+def test_uninitialised_dynamic_weights_fail_at_construction(tmp_path, fake_degradation):
+    opt = tiny_opt(tmp_path)
+    opt['network_g'] = dict(TINY_G)  # neither a checkpoint nor init_dynamic
+    with pytest.raises(RuntimeError, match='never initialised.*pretrain_network_g.*init_dynamic'):
+        DASRModel(opt)
+    test_opt = {k: v for k, v in opt.items() if k not in ('train', 'network_d')}
+    test_opt.update(is_train=False, model_type='SRGANDynamicModel')
+    with pytest.raises(RuntimeError, match='never initialised'):
+        SRGANDynamicModel(test_opt)
+
+
+# -- save, resume, test -------------------------------------------------------------------------
+def test_save_and_resume_restore_every_network_and_the_pool(tmp_path, fake_degradation):
+    from realsr.engine.trainer import load_resume_state
+    opt = tiny_opt(tmp_path)
+    model = DASRModel(copy.deepcopy(opt))
+    for it in range(1, 5):  # fills the pool (4) and draws from it
+        model.feed_data(gt_batch(it))
+        model.optimize_parameters(it)
+    model.save(0, 4)
+    for name in ('net_g_4.pth', 'net_p_4.pth', 'net_d_4.pth'):
+        assert (tmp_path / 'models' / name).is_file()
+    assert set(torch.load(tmp_path / 'models' / 'net_g_4.pth')) == {'params', 'params_ema'}
+
+    resumed_opt = copy.deepcopy(opt)
+    resumed_opt['network_g'].pop('init_dynamic')  # the checkpoint alone must initialise
+    resumed_opt['path']['resume_state'] = str(tmp_path / 'training_states' / '4.state')
+    state = load_resume_state(resumed_opt)
+    assert resumed_opt['path']['pretrain_network_p'].endswith('net_p_4.pth')
+    assert resumed_opt['path']['pretrain_network_d'].endswith('net_d_4.pth')
+    resumed = DASRModel(resumed_opt)
+    resumed.resume_training(state)
+    for name in ('net_g', 'net_g_ema', 'net_p', 'net_d'):
+        ours, theirs = getattr(resumed, name).state_dict(), getattr(model, name).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), name
+    for k, v in model.pair_pool.pool.items():
+        assert torch.equal(resumed.pair_pool.pool[k], v)
+    assert torch.equal(resumed.degradation_generator.get_state(), model.degradation_generator.get_state())
+    # both continue identically
+    for m in (model, resumed):
+        torch.manual_seed(5)
+        m.feed_data(gt_batch(5))
+        m.optimize_parameters(5)
+    assert torch.equal(model.degradation_params, resumed.degradation_params)
+    assert all(torch.equal(v, resumed.net_p.state_dict()[k]) for k, v in model.net_p.state_dict().items())
+
+
+def test_test_uses_net_p_in_eval_and_the_ema_generator(tmp_path, fake_degradation):
+    model = DASRModel(tiny_opt(tmp_path))
+    model.feed_data(gt_batch(1))
+    model.optimize_parameters(1)
+    lq = torch.rand(1, 3, 9, 11)
+    model.is_train = False  # as validation does: the paired branch, here with the LQ alone
+    model.feed_data({'lq': lq})
+    model.test()
+    with torch.no_grad():
+        expected = model.net_g_ema(lq, model.net_p.eval()(lq)[1])
+    assert model.output.shape == (1, 3, 36, 44)
+    torch.testing.assert_close(model.output, expected, rtol=0, atol=0)
+    assert model.net_p.training is False  # restored as found (it was put in eval above)
+    with torch.no_grad():
+        assert not torch.allclose(model.output, model.net_g.eval()(lq, model.net_p(lq)[1]))  # not net_g
+
+
+def test_srgan_dynamic_model_test_file_path(tmp_path):
+    # a test-time model from saved checkpoints: net_g (no EMA built) and net_p
+    torch.manual_seed(0)
+    net_g = MSRResNetDynamic(**{k: v for k, v in TINY_G.items() if k != 'type'}, init_dynamic=True)
+    from realsr.archs.dasr_arch import Degradation_Predictor
+    net_p = Degradation_Predictor(nf=8, num_params=NUM_PARAMS)
+    torch.save({'params': net_g.state_dict()}, tmp_path / 'g.pth')
+    torch.save({'params': net_p.state_dict()}, tmp_path / 'p.pth')
+    opt = {'name': 't', 'model_type': 'SRGANDynamicModel', 'scale': 4, 'num_gpu': 0, 'is_train': False,
+           'network_g': dict(TINY_G), 'network_p': {'type': 'Degradation_Predictor', 'nf': 8, 'num_params': NUM_PARAMS},
+           'path': {'pretrain_network_g': str(tmp_path / 'g.pth'), 'pretrain_network_p': str(tmp_path / 'p.pth'),
+                    'strict_load_g': True}}
+    model = SRGANDynamicModel(opt)
+    lq = torch.rand(2, 3, 7, 6)
+    model.feed_data({'lq': lq})
+    model.test()
+    with torch.no_grad():
+        torch.testing.assert_close(model.output, net_g(lq, net_p.eval()(lq)[1]), rtol=0, atol=0)
+    assert model.net_g_ema is None and not hasattr(model, 'net_d')
+
+
+def test_paired_training_without_params_names_regress_opt(tmp_path):
+    opt = tiny_opt(tmp_path, model_type='SRGANDynamicModel')
+    model = SRGANDynamicModel(opt)
+    model.feed_data({'lq': torch.rand(2, 3, 8, 8), 'gt': torch.rand(2, 3, 32, 32)})
+    with pytest.raises(ValueError, match='regress_opt'):
+        model.optimize_parameters(1)
+    model.feed_data({'lq': torch.rand(2, 3, 8, 8), 'gt': torch.rand(2, 3, 32, 32),
+                     'degradation_params': torch.rand(2, NUM_PARAMS)})
+    model.optimize_parameters(1)
+    assert 'l_regression' in model.log_dict
