@@ -163,9 +163,13 @@ def resolve_device_dtype(device, half=False, bf16=False):
         raise InferenceError(f'--device {device!r}: {err}') from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise InferenceError(f'--device {device}: CUDA is not available on this machine; use --device cpu')
-    if (half or bf16) and device.type != 'cuda':
-        flag = '--half' if half else '--bf16'
-        raise InferenceError(f'{flag} needs a CUDA device (running on {device}); drop {flag} to run in float32')
+    # bf16 also runs on a CPU (fast where the CPU has bf16 units; it keeps float32's range, so it is
+    # safe for any net). fp16 stays GPU-only: on a CPU it is slow and not every torch build has its kernels.
+    if half and device.type != 'cuda':
+        raise InferenceError(f'--half needs a CUDA device (running on {device}); use --bf16 for reduced '
+                             'precision on a CPU, or drop --half to run in float32')
+    if bf16 and device.type not in ('cuda', 'cpu'):
+        raise InferenceError(f'--bf16 runs on a CUDA device or the CPU, not on {device}; drop --bf16 to run in float32')
     dtype = torch.float16 if half else torch.bfloat16 if bf16 else torch.float32
     return device, dtype
 
@@ -286,7 +290,7 @@ def build_parser():
                    help='how to upscale an alpha channel (default bicubic)')
     p.add_argument('--device', default='auto', help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument('--half', action='store_true', help='float16 (CUDA only)')
-    p.add_argument('--bf16', action='store_true', help='bfloat16 (CUDA only)')
+    p.add_argument('--bf16', action='store_true', help='bfloat16 (CUDA, or the CPU)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     return p
 
