@@ -113,7 +113,7 @@ def tiny_opt(tmp_path, model_type='DASRModel', **train_overrides):
     opt = {
         'name': 'tiny', 'model_type': model_type, 'scale': 4, 'num_gpu': 0, 'manual_seed': 0, 'is_train': True,
         'gt_size': 32, 'queue_size': 4,
-        'datasets': {'train': {'name': 'fake', 'type': 'DASRDataset', 'batch_size_per_gpu': 2, 'crop_pad_size': 48}},
+        'datasets': {'train': {'name': 'fake', 'type': 'DASRDataset', 'batch_size_per_gpu': 2, 'crop_pad_size': 80}},
         'network_g': dict(TINY_G, init_dynamic=True),
         'network_p': {'type': 'Degradation_Predictor', 'in_nc': 3, 'nf': 8, 'num_params': NUM_PARAMS, 'num_networks': 5},
         'network_d': {'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 4, 'skip_connection': True},
@@ -379,3 +379,155 @@ def test_paired_training_without_params_names_regress_opt(tmp_path):
                      'degradation_params': torch.rand(2, NUM_PARAMS)})
     model.optimize_parameters(1)
     assert 'l_regression' in model.log_dict
+
+
+# -- the real degradation spaces through the model -----------------------------------------------
+def test_dasr_model_with_the_degradation_spaces(tmp_path):
+    from realsr.degradations.dasr_spaces import DEGRADATION_SPACES
+    opt = tiny_opt(tmp_path, queue_size=4)
+    model = DASRModel(opt)
+    spaces = set()
+    for it in range(1, 7):
+        model.feed_data(gt_batch(it, size=80))  # the 21x21 kernels need 74 px or more
+        spaces.add(model.degradation_space)
+        assert model.lq.shape == (2, 3, 8, 8) and model.gt.shape == (2, 3, 32, 32)
+        assert model.degradation_params.shape == (2, NUM_PARAMS) and model.degradation_params.dtype == torch.float32
+        assert torch.equal(model.lq, (model.lq * 255).round() / 255)  # quantised LQ
+    assert spaces <= set(DEGRADATION_SPACES) and len(spaces) >= 2
+    model.optimize_parameters(7)
+    assert {'l_pix', 'l_regression', 'l_g_artifacts', 'l_g_gan'} <= set(model.log_dict)
+
+
+# -- option files, shrunk, on CPU ------------------------------------------------------------------
+SHRINK_G = dict(num_feat=8, num_block=2)
+SHRINK_P = dict(nf=8)
+SHRINK_D = dict(num_feat=4)
+
+
+def _yaml(path):
+    import yaml
+    return yaml.safe_load(open(path, encoding='utf-8').read())
+
+
+def _write_yaml(path, opt):
+    import yaml
+    path.write_text(yaml.safe_dump(opt))
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def dasr_data(tmp_path_factory):
+    from conftest import write_pair_folders
+    from realsr.data.lmdb_util import make_lmdb_from_folder
+    root = tmp_path_factory.mktemp('dasr_data')
+    folders = write_pair_folders(root, n_train=4, n_val=1, hr_size=48)
+    folders['train_lmdb'] = str(root / 'train_gt.lmdb')
+    make_lmdb_from_folder(folders['train_gt'], folders['train_lmdb'], progress=False)
+    # starting points in the shrunk sizes: an ordinary MSRResNet and a predictor
+    torch.manual_seed(0)
+    folders['msrresnet'] = str(root / 'msrresnet_f8b2.pth')
+    torch.save({'params': MSRResNet(num_feat=8, num_block=2, upscale=4).state_dict()}, folders['msrresnet'])
+    from realsr.archs.dasr_arch import Degradation_Predictor
+    folders['predictor'] = str(root / 'predictor_nf8.pth')
+    torch.save({'params': Degradation_Predictor(nf=8, num_params=NUM_PARAMS).state_dict()}, folders['predictor'])
+    return folders
+
+
+def _shrink_for_cpu(opt, name, total_iter=2):
+    """Sizes only: tiny networks, 32-pixel crops from 80-pixel pads, batch 2, a 4-pair pool, CPU."""
+    opt.update(name=name, num_gpu=0, gt_size=32, queue_size=4)
+    opt['datasets']['train'].update(gt_size=32, crop_pad_size=80, batch_size_per_gpu=2, num_worker_per_gpu=0)
+    opt['network_g'].update(SHRINK_G)
+    opt['network_p'].update(SHRINK_P)
+    opt['network_d'].update(SHRINK_D)
+    opt['train']['total_iter'] = total_iter
+    opt['val']['val_freq'] = total_iter
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=total_iter, use_tb_logger=False)
+    return opt
+
+
+@pytest.fixture()
+def random_vgg19(tmp_path, monkeypatch):
+    # the perceptual loss stays on, with random weights: torchvision's VGG19 file is not available offline
+    from test_realesrgan import fake_vgg19_weights
+    monkeypatch.setenv('REALSR_VGG_WEIGHTS', fake_vgg19_weights(tmp_path / 'vgg19.pth'))
+
+
+@pytest.mark.slow
+def test_cddnet_seed_files_train_and_test_on_cpu(tmp_path, seed_options_dir, dasr_data, random_vgg19, monkeypatch):
+    from realsr import test as test_entry
+    from realsr import train
+    opt = _yaml(seed_options_dir / 'cddnet' / 'train_DASR.yml')
+    assert opt['model_type'] == 'DASRModel' and opt['network_g']['num_block'] == 50
+    _shrink_for_cpu(opt, 'cddnet_seed')
+    # paths only: the lmdb GT (the file's backend), the val LQ, an MSRResNet and a predictor to start from
+    opt['datasets']['train'].update(dataroot_gt=dasr_data['train_lmdb'], meta_info=None)  # the lmdb lists its keys
+    opt['datasets']['val']['dataroot_lq'] = dasr_data['val_lq']
+    opt['path'].update(pretrain_network_g=dasr_data['msrresnet'], pretrain_network_p=dasr_data['predictor'])
+    monkeypatch.chdir(tmp_path)
+    model = train.main(['-opt', _write_yaml(tmp_path / 'train.yml', opt)])
+    assert type(model) is DASRModel and model.net_g.num_block == 2
+    assert model.pair_pool.pool['lq'].shape == (4, 3, 8, 8) and model.pair_pool.pool['params'].shape == (4, 33)
+    assert {'l_pix', 'l_regression', 'l_percep', 'l_g_artifacts', 'l_g_gan', 'l_d_real', 'l_d_fake'} <= set(model.log_dict)
+    exp = tmp_path / 'experiments' / 'cddnet_seed'
+    for name in ('net_g_2.pth', 'net_p_2.pth', 'net_d_2.pth', 'net_g_latest.pth', 'net_p_latest.pth'):
+        assert (exp / 'models' / name).is_file(), name
+    assert list((exp / 'visualization').rglob('*_2.png'))  # the validation ran and saved its output
+
+    test_opt = _yaml(seed_options_dir / 'cddnet' / 'test_DASR.yml')
+    assert test_opt['model_type'] == 'SRGANDynamicModel' and test_opt['path']['strict_load_g'] is True
+    test_opt.update(name='cddnet_seed_test', num_gpu=0)
+    for dataset in test_opt['datasets'].values():
+        dataset['dataroot_lq'] = dasr_data['val_lq']
+    test_opt['network_g'].update(SHRINK_G)
+    test_opt['network_p'].update(SHRINK_P)
+    test_opt['path'].update(pretrain_network_g=str(exp / 'models' / 'net_g_latest.pth'),
+                            pretrain_network_p=str(exp / 'models' / 'net_p_latest.pth'))
+    results = test_entry.main(['-opt', _write_yaml(tmp_path / 'test.yml', test_opt)])
+    assert len(results) == len(test_opt['datasets'])
+    saved = list((tmp_path / 'results' / 'cddnet_seed_test' / 'visualization').rglob('*.png'))
+    assert len(saved) == len(test_opt['datasets'])
+
+
+def test_cddnet_train_file_50_blocks_from_a_16_block_msrresnet_is_refused(tmp_path, seed_options_dir, dasr_data):
+    # the seed train file as it is (num_block 50) with a 2-block MSRResNet in place of the 16-block one
+    opt = _yaml(seed_options_dir / 'cddnet' / 'train_DASR.yml')
+    opt['network_g'].update(num_feat=8)
+    opt['network_p'].update(SHRINK_P)
+    opt['network_d'].update(SHRINK_D)
+    opt['train'].pop('perceptual_opt')  # not what this test is about (and VGG weights are offline)
+    opt.update(is_train=True, num_gpu=0)
+    opt['path'].update(pretrain_network_g=dasr_data['msrresnet'], pretrain_network_p=None)
+    with pytest.raises(ValueError, match='2 residual blocks.*num_block is 50'):
+        SRGANDynamicModel(opt)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['train_CDDNet_x4.yml', 'train_DASR_x4.yml'])
+def test_our_option_files_run_shrunk_with_validation(name, tmp_path, dasr_data, random_vgg19, monkeypatch):
+    from conftest import REPO_ROOT
+    from realsr import train
+    opt = _yaml(REPO_ROOT / 'options' / 'train' / name)
+    _shrink_for_cpu(opt, 'ours')
+    backend = opt['datasets']['train']['io_backend']['type']
+    opt['datasets']['train']['dataroot_gt'] = dasr_data['train_lmdb' if backend == 'lmdb' else 'train_gt']
+    opt['datasets']['train']['meta_info'] = None
+    opt['datasets']['val']['dataroot_lq'] = dasr_data['val_lq']
+    opt['path']['pretrain_network_g'] = dasr_data['msrresnet']
+    monkeypatch.chdir(tmp_path)
+    model = train.main(['-opt', _write_yaml(tmp_path / 'o.yml', opt)])
+    cddnet = 'CDDNet' in name
+    assert model.net_g.with_rc is cddnet
+    assert [type(r).__name__ for r in model.regularizers] == (['CrossDropout'] if cddnet else [])
+    assert ('l_g_artifacts' in model.log_dict) is cddnet
+    assert {'l_pix', 'l_regression', 'l_percep', 'l_g_gan'} <= set(model.log_dict)
+    exp = tmp_path / 'experiments' / 'ours'
+    assert (exp / 'models' / 'net_p_2.pth').is_file() and (exp / 'training_states' / '2.state').is_file()
+    assert list((exp / 'visualization').rglob('*_2.png'))
+
+
+def test_our_test_file_parses_for_the_dynamic_model():
+    from conftest import REPO_ROOT
+    opt = _yaml(REPO_ROOT / 'options' / 'test' / 'test_CDDNet_x4.yml')
+    assert opt['model_type'] == 'SRGANDynamicModel' and opt['network_g']['num_block'] == 16
+    assert all(d['type'] == 'SingleImageDataset' for d in opt['datasets'].values())

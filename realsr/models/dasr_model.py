@@ -27,6 +27,7 @@ from collections import OrderedDict
 import torch
 
 from realsr.archs import build_network
+from realsr.degradations.dasr_spaces import DASRDegradation
 from realsr.engine import checkpoint
 from realsr.engine.ema import update_ema
 from realsr.losses import build_loss
@@ -141,6 +142,8 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
         self.cri_regress = build_loss(train_opt['regress_opt']).to(self.device) if train_opt.get('regress_opt') else None
         self.cri_artifacts = (build_loss(train_opt['artifacts_opt']).to(self.device)
                               if train_opt.get('artifacts_opt') else None)
+        if train_opt.get('cycle_opt'):
+            logger.info('train.cycle_opt is not used (DASR and CDDNet declare it but never read it).')
         # SRModel would load the EMA copy itself, without the MSRResNet conversion: let it start
         # the EMA as a copy of net_g and load it here instead.
         path_opt = self.opt.setdefault('path', {})
@@ -257,7 +260,6 @@ class DASRModel(OnTheFlyDegradationMixin, SRGANDynamicModel):
                         ', '.join(ignored))
 
     def build_degradation(self, opt, train_opt):
-        from realsr.degradations.dasr_spaces import DASRDegradation
         return DASRDegradation(opt, train_opt, opt['scale'])
 
     def feed_data(self, data):
