@@ -11,7 +11,6 @@ from torch.nn import functional as F
 
 from realsr.archs.dasr_arch import MSRResNetDynamic
 from realsr.archs.srresnet_arch import MSRResNet
-from realsr.engine import checkpoint
 from realsr.losses.ldl_loss import get_refined_artifact_map
 from realsr.models.dasr_model import DASRModel, SRGANDynamicModel, msrresnet_block_count
 from realsr.registry import MODEL_REGISTRY
@@ -115,7 +114,8 @@ def tiny_opt(tmp_path, model_type='DASRModel', **train_overrides):
         'gt_size': 32, 'queue_size': 4,
         'datasets': {'train': {'name': 'fake', 'type': 'DASRDataset', 'batch_size_per_gpu': 2, 'crop_pad_size': 80}},
         'network_g': dict(TINY_G, init_dynamic=True),
-        'network_p': {'type': 'Degradation_Predictor', 'in_nc': 3, 'nf': 8, 'num_params': NUM_PARAMS, 'num_networks': 5},
+        'network_p': {'type': 'Degradation_Predictor', 'in_nc': 3, 'nf': 8, 'num_params': NUM_PARAMS,
+                      'num_networks': 5},
         'network_d': {'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 4, 'skip_connection': True},
         'path': {'models': str(tmp_path / 'models'), 'training_states': str(tmp_path / 'training_states')},
         'train': {
@@ -264,7 +264,8 @@ def test_msrresnet_checkpoint_without_params_ema_gives_the_ema_params(tmp_path, 
     opt['network_g'] = dict(TINY_G)
     opt['path']['pretrain_network_g'] = str(tmp_path / 'msrresnet.pth')
     model = DASRModel(opt)
-    torch.testing.assert_close(model.net_g_ema.state_dict()['conv_first.weight'][3], ckpt['params']['conv_first.weight'])
+    ema_first = model.net_g_ema.state_dict()['conv_first.weight']
+    torch.testing.assert_close(ema_first[3], ckpt['params']['conv_first.weight'])
 
 
 def test_msrresnet_block_count_mismatch_is_named(tmp_path, fake_degradation, caplog):
@@ -468,7 +469,8 @@ def test_cddnet_seed_files_train_and_test_on_cpu(tmp_path, seed_options_dir, das
     model = train.main(['-opt', _write_yaml(tmp_path / 'train.yml', opt)])
     assert type(model) is DASRModel and model.net_g.num_block == 2
     assert model.pair_pool.pool['lq'].shape == (4, 3, 8, 8) and model.pair_pool.pool['params'].shape == (4, 33)
-    assert {'l_pix', 'l_regression', 'l_percep', 'l_g_artifacts', 'l_g_gan', 'l_d_real', 'l_d_fake'} <= set(model.log_dict)
+    assert {'l_pix', 'l_regression', 'l_percep', 'l_g_artifacts', 'l_g_gan', 'l_d_real', 'l_d_fake'
+            } <= set(model.log_dict)
     exp = tmp_path / 'experiments' / 'cddnet_seed'
     for name in ('net_g_2.pth', 'net_p_2.pth', 'net_d_2.pth', 'net_g_latest.pth', 'net_p_latest.pth'):
         assert (exp / 'models' / name).is_file(), name

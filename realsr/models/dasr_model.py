@@ -139,7 +139,8 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
         self.setup_discriminator()
         if self.cri_gan is None:
             raise ValueError(f'{type(self).__name__} trains with a discriminator: train.gan_opt is missing')
-        self.cri_regress = build_loss(train_opt['regress_opt']).to(self.device) if train_opt.get('regress_opt') else None
+        self.cri_regress = (build_loss(train_opt['regress_opt']).to(self.device)
+                            if train_opt.get('regress_opt') else None)
         self.cri_artifacts = (build_loss(train_opt['artifacts_opt']).to(self.device)
                               if train_opt.get('artifacts_opt') else None)
         if train_opt.get('cycle_opt'):
