@@ -7,7 +7,8 @@
 
 A results folder is results/<name>/ holding metrics_average.csv (or give the CSV itself). The model
 is named after the folder unless --names is given. Set names <Set>_<degradation> (the papers' grid,
-options/test/benchmark_grid_x4.yml) are split into datasets and degradations.
+options/test/benchmark_grid_x4.yml) are split into datasets and degradations. Side-by-side crops of
+the saved images: scripts/compare_crops.py (docs/evaluation.md).
 """
 import argparse
 import os

@@ -75,7 +75,8 @@ def find_result(run_dir, dataset, name, suffix=None):
         raise CropError(f'{wanted!r} does not exist')
     found = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + '_*.png')))
     if len(found) != 1:
-        problem = 'no saved result' if not found else f'{len(found)} files ({", ".join(map(os.path.basename, found))}); give the suffix'
+        names = ', '.join(map(os.path.basename, found))
+        problem = f'{len(found)} files ({names}); give the suffix' if found else 'no saved result'
         raise CropError(f'image {name!r} in {folder!r}: {problem}')
     return found[0]
 
