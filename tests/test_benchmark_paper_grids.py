@@ -95,10 +95,13 @@ def test_drct_grid_equals_its_test_file_with_every_set_enabled(tmp_path, monkeyp
     assert ds['test_03']['dataroot_lq'] == str(tmp_path / 'urban100' / 'LRbicx4')
 
 
-@pytest.mark.parametrize('filename', ['benchmark_grid_x4.yml', 'benchmark_grid_adaptive_dropout_x4.yml',
-                                      'benchmark_grid_simple_align_x4.yml', 'benchmark_grid_drct_x4.yml'])
-def test_grid_files_say_where_they_come_from(filename):
+@pytest.mark.parametrize('filename, count', [('benchmark_grid_x4.yml', 40),
+                                             ('benchmark_grid_adaptive_dropout_x4.yml', 40),
+                                             ('benchmark_grid_simple_align_x4.yml', 48),
+                                             ('benchmark_grid_drct_x4.yml', 5)])
+def test_grid_files_parse_without_the_reference_data(tmp_path, monkeypatch, filename, count):
     text = (OPTIONS / filename).read_text()
     assert text.startswith('#') and ('@' in text or 'Reflash' in text)  # the repository (and commit) it follows
-    opt = yaml_load(str(OPTIONS / filename))
-    assert opt['network_g']['type'] and opt['path']['pretrain_network_g']
+    ds = _parse_in(tmp_path, monkeypatch, filename)
+    assert len(ds) == count and len(set(_names(ds))) == count
+    assert all(d['phase'] == 'test' and d['scale'] == 4 and d['type'] == 'PairedImageDataset' for d in ds.values())
