@@ -533,3 +533,43 @@ def test_our_test_file_parses_for_the_dynamic_model():
     opt = _yaml(REPO_ROOT / 'options' / 'test' / 'test_CDDNet_x4.yml')
     assert opt['model_type'] == 'SRGANDynamicModel' and opt['network_g']['num_block'] == 16
     assert all(d['type'] == 'SingleImageDataset' for d in opt['datasets'].values())
+
+
+@pytest.mark.slow
+def test_cddnet_resume_is_exact_for_every_network(tmp_path, seed_options_dir, dasr_data):
+    """Killed after iteration 4 and resumed with --auto_resume: net_g (and EMA), net_p and net_d
+    end bit-identical to an uninterrupted run (generator, pool and params in the state)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    from test_realesrgan import fake_vgg19_weights
+    vgg = fake_vgg19_weights(tmp_path / 'vgg19.pth')
+
+    def run(exp, *extra, env=None):
+        opt = _shrink_for_cpu(_yaml(seed_options_dir / 'cddnet' / 'train_DASR.yml'), exp, total_iter=6)
+        opt['datasets']['train'].update(dataroot_gt=dasr_data['train_lmdb'], meta_info=None)
+        opt['datasets']['val']['dataroot_lq'] = dasr_data['val_lq']
+        opt['logger']['save_checkpoint_freq'] = 2
+        opt['path'].update(pretrain_network_g=dasr_data['msrresnet'], pretrain_network_p=dasr_data['predictor'])
+        path = _write_yaml(tmp_path / f'{exp}.yml', opt)
+        return subprocess.run([sys.executable, str(REPO_ROOT / 'realsr' / 'train.py'), '-opt', path, *extra],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, OMP_NUM_THREADS='1', REALSR_VGG_WEIGHTS=vgg, **(env or {})))
+
+    full = run('full')
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert run('cut', env={'REALSR_TEST_KILL_AFTER_ITER': '4'}).returncode == -signal.SIGKILL
+    state = torch.load(tmp_path / 'experiments' / 'cut' / 'training_states' / '4.state', weights_only=True)
+    assert state['pair_pool']['ptr'] == 4 and set(state['pair_pool']['pool']) == {'lq', 'gt', 'params'}
+    resumed = run('cut', '--auto_resume')
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for net in ('net_g', 'net_p', 'net_d'):
+        a = torch.load(tmp_path / 'experiments' / 'full' / 'models' / f'{net}_6.pth', weights_only=True)
+        b = torch.load(tmp_path / 'experiments' / 'cut' / 'models' / f'{net}_6.pth', weights_only=True)
+        assert set(a) == set(b)
+        for key in a:
+            for name in a[key]:
+                assert torch.equal(a[key][name], b[key][name]), f'{net} {key}/{name}'
