@@ -158,6 +158,7 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
             # BasicSR's rule: the EMA from 'params_ema', falling back to 'params'
             if not self.load_generator(self.net_g_ema, 'params_ema'):
                 self.net_g_ema.load_state_dict(checkpoint.unwrap(self.net_g).state_dict())
+            self.require_initialised(self.net_g_ema)  # e.g. a partial file loaded non-strictly
             self.net_g_ema.eval()
         if self.cri_artifacts is not None and self.net_g_ema is None:
             raise ValueError('train.artifacts_opt (the LDL artifact loss) compares with the EMA generator: '
