@@ -228,3 +228,21 @@ def test_param_counts(oracle_dir):
     assert counts['CDDNet_MSRResNetDynamic_x4_b16']['parameters'] == 7_608_783
     assert counts['CDDNet_MSRResNetDynamic_x4_b50']['parameters'] == 20_164_303
     assert counts['Degradation_Predictor']['parameters'] == 468_143
+
+
+def test_cddnet_layout_carries_cross_dropout_and_dasr_layout_does_not():
+    from realsr.archs.dasr_arch import MSRResNetDynamic, MSRResNetDynamicCDDNet, MSRResNetDynamicDASR
+    kw = dict(num_feat=8, num_block=1, init_dynamic=True)
+    assert [type(r).__name__ for r in MSRResNetDynamic(**kw).regularizers] == ['CrossDropout']
+    assert [type(r).__name__ for r in MSRResNetDynamicCDDNet(**kw).regularizers] == ['CrossDropout']
+    assert not hasattr(MSRResNetDynamicDASR(**kw), 'regularizers')
+    assert not hasattr(MSRResNetDynamic(with_rc=False, **kw), 'regularizers')
+    assert not hasattr(MSRResNetDynamic(cross_dropout=False, **kw), 'regularizers')
+    net = MSRResNetDynamic(**kw)
+    lq, w = torch.rand(2, 3, 8, 8), torch.full((2, 5), 0.2)
+    with torch.no_grad():
+        assert not torch.equal(net(lq, w), net(lq, w))  # training mode: stripes dropped
+        plain = MSRResNetDynamic(cross_dropout=False, **kw)
+        plain.load_state_dict(net.state_dict())
+        net.eval(), plain.eval()
+        assert torch.equal(net(lq, w), plain(lq, w))  # eval mode: the identity

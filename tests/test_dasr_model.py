@@ -212,6 +212,7 @@ def test_gt_usm_keys_are_logged_as_ignored(tmp_path, fake_degradation, caplog):
 
 def test_cross_dropout_regularizer_acts_on_the_dynamic_generator(tmp_path, fake_degradation):
     opt = tiny_opt(tmp_path)
+    opt['network_g']['cross_dropout'] = False  # the CDDNet layout's own; this one is listed explicitly
     opt['regularizers'] = [{'type': 'CrossDropout', 'p_col': 0.5, 'p_row': 0.2, 'sites': ['conv_last:input']}]
     model = DASRModel(opt)
     assert [name for _, name, _ in model.regularizers[0].attached] == ['conv_last']
@@ -366,7 +367,7 @@ def test_srgan_dynamic_model_test_file_path(tmp_path):
     model.feed_data({'lq': lq})
     model.test()
     with torch.no_grad():
-        torch.testing.assert_close(model.output, net_g(lq, net_p.eval()(lq)[1]), rtol=0, atol=0)
+        torch.testing.assert_close(model.output, net_g.eval()(lq, net_p.eval()(lq)[1]), rtol=0, atol=0)
     assert model.net_g_ema is None and not hasattr(model, 'net_d')
 
 
@@ -468,6 +469,9 @@ def test_cddnet_seed_files_train_and_test_on_cpu(tmp_path, seed_options_dir, das
     monkeypatch.chdir(tmp_path)
     model = train.main(['-opt', _write_yaml(tmp_path / 'train.yml', opt)])
     assert type(model) is DASRModel and model.net_g.num_block == 2
+    # CDDNet's file lists no regularizer: its arch carries the cross dropout, as CDDNet's does
+    (cross, ) = model.regularizers
+    assert (type(cross).__name__, cross.p_col, cross.p_row) == ('CrossDropout', 0.2, 0.01)
     assert model.pair_pool.pool['lq'].shape == (4, 3, 8, 8) and model.pair_pool.pool['params'].shape == (4, 33)
     assert {'l_pix', 'l_regression', 'l_percep', 'l_g_artifacts', 'l_g_gan', 'l_d_real', 'l_d_fake'
             } <= set(model.log_dict)

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from realsr.regularizers.cross_dropout import CrossDropout
 from realsr.registry import ARCH_REGISTRY
 
 _SUPPORTED_UPSCALES = (2, 3, 4)
@@ -159,9 +160,10 @@ class MSRResNetDynamic(nn.Module):  # upstream name, used by DASR's and CDDNet's
     upsample of the input. LeakyReLU slope 0.1.
 
     CDDNet's cross-dropout modules (``dropout1``: whole columns, ``dropout2``: whole rows, between
-    RC and conv_last) are intentionally not part of this arch: they have no parameters (the state
-    dict is unaffected) and are the identity in eval mode; cross dropout is provided as a
-    regularizer attached from the outside (e.g. a forward pre-hook on ``conv_last``).
+    RC and conv_last) have no parameters and are the identity in eval mode, so they are the
+    ``CrossDropout`` regularizer (p_col 0.2, p_row 0.01, at ``conv_last:input``), which the CDDNet
+    layout carries by default (``cross_dropout``) so that CDDNet's own option files train as CDDNet
+    does. Set ``cross_dropout: false`` to list it (or another regularizer) under ``regularizers:``.
 
     The dynamic weights must be initialised before use (see the module docstring):
     ``init_dynamic_weights()``, a full state dict, or ``load_msrresnet_state_dict``. Otherwise
@@ -172,10 +174,11 @@ class MSRResNetDynamic(nn.Module):  # upstream name, used by DASR's and CDDNet's
         num_models: number of experts K. upscale: 2, 3 or 4.
         with_rc: CDDNet's LKAT block (keys ``RC.*``); False gives DASR's layout.
         init_dynamic: run ``init_dynamic_weights()`` at the end of the constructor.
+        cross_dropout: attach CDDNet's cross dropout (default: ``with_rc``, i.e. with CDDNet's layout).
     """
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, num_models=5, upscale=4,
-                 with_rc=True, init_dynamic=False):
+                 with_rc=True, init_dynamic=False, cross_dropout=None):
         super().__init__()
         if upscale not in _SUPPORTED_UPSCALES:
             raise ValueError(f'MSRResNetDynamic: upscale={upscale!r} is not supported; '
@@ -208,6 +211,8 @@ class MSRResNetDynamic(nn.Module):  # upstream name, used by DASR's and CDDNet's
         self.dynamic_initialized = False
         if init_dynamic:
             self.init_dynamic_weights()
+        if with_rc if cross_dropout is None else cross_dropout:
+            self.regularizers = [CrossDropout(p_col=0.2, p_row=0.01, sites=['conv_last:input']).attach(self)]
 
     # ----- initialisation ------------------------------------------------------------------
     def dynamic_convs(self):
@@ -317,9 +322,9 @@ class MSRResNetDynamicDASR(MSRResNetDynamic):
     """``MSRResNetDynamic`` in DASR's layout (no ``RC`` block): ``with_rc=False``."""
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, num_models=5, upscale=4,
-                 init_dynamic=False):
+                 init_dynamic=False, cross_dropout=False):
         super().__init__(num_in_ch, num_out_ch, num_feat, num_block, num_models, upscale, with_rc=False,
-                         init_dynamic=init_dynamic)
+                         init_dynamic=init_dynamic, cross_dropout=cross_dropout)
 
 
 @ARCH_REGISTRY.register()
@@ -327,9 +332,9 @@ class MSRResNetDynamicCDDNet(MSRResNetDynamic):
     """``MSRResNetDynamic`` in CDDNet's layout (with the LKAT ``RC`` block): ``with_rc=True``."""
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, num_models=5, upscale=4,
-                 init_dynamic=False):
+                 init_dynamic=False, cross_dropout=True):
         super().__init__(num_in_ch, num_out_ch, num_feat, num_block, num_models, upscale, with_rc=True,
-                         init_dynamic=init_dynamic)
+                         init_dynamic=init_dynamic, cross_dropout=cross_dropout)
 
 
 @ARCH_REGISTRY.register()
