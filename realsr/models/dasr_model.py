@@ -145,24 +145,16 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
                               if train_opt.get('artifacts_opt') else None)
         if train_opt.get('cycle_opt'):
             logger.info('train.cycle_opt is not used (DASR and CDDNet declare it but never read it).')
-        # SRModel would load the EMA copy itself, without the MSRResNet conversion: let it start
-        # the EMA as a copy of net_g and load it here instead.
-        path_opt = self.opt.setdefault('path', {})
-        pretrain_g = path_opt.get('pretrain_network_g')
-        path_opt['pretrain_network_g'] = None
-        try:
-            super().init_training_settings()  # regularizers, EMA, pixel/perceptual losses, optimizers
-        finally:
-            path_opt['pretrain_network_g'] = pretrain_g
-        if self.net_g_ema is not None:
-            # BasicSR's rule: the EMA from 'params_ema', falling back to 'params'
-            if not self.load_generator(self.net_g_ema, 'params_ema'):
-                self.net_g_ema.load_state_dict(checkpoint.unwrap(self.net_g).state_dict())
-            self.require_initialised(self.net_g_ema)  # e.g. a partial file loaded non-strictly
-            self.net_g_ema.eval()
+        super().init_training_settings()  # regularizers, EMA (init_ema_weights), losses, optimizers
         if self.cri_artifacts is not None and self.net_g_ema is None:
             raise ValueError('train.artifacts_opt (the LDL artifact loss) compares with the EMA generator: '
                              'set train.ema_decay > 0 (CDDNet uses 0.999)')
+
+    def init_ema_weights(self):
+        """As SRModel ('params_ema', falling back to 'params'), with the MSRResNet conversion."""
+        if not self.load_generator(self.net_g_ema, 'params_ema'):
+            self.net_g_ema.load_state_dict(checkpoint.unwrap(self.net_g).state_dict())
+        self.require_initialised(self.net_g_ema)  # e.g. a partial file loaded non-strictly
 
     def setup_optimizers(self):
         params = []

@@ -77,13 +77,7 @@ class SRModel(BaseModel):
         if self.ema_decay > 0:
             logger.info('Use Exponential Moving Average with decay: %s', self.ema_decay)
             self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
-            path_opt = self.opt.get('path', {})
-            if path_opt.get('pretrain_network_g') is not None:
-                # BasicSR loads the EMA copy from 'params_ema' whatever param_key_g says.
-                checkpoint.load_network(self.net_g_ema, path_opt['pretrain_network_g'],
-                                        path_opt.get('strict_load_g', True), 'params_ema')
-            else:
-                update_ema(self.net_g_ema, self.net_g, 0)  # start as a copy
+            self.init_ema_weights()
             self.net_g_ema.eval()
         self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
         self.cri_perceptual = (build_loss(train_opt['perceptual_opt']).to(self.device)
@@ -92,6 +86,16 @@ class SRModel(BaseModel):
             raise ValueError('SRModel needs train.pixel_opt or train.perceptual_opt: both are missing.')
         self.setup_optimizers()
         self.setup_schedulers()
+
+    def init_ema_weights(self):
+        """BasicSR's rule: the EMA copy loads ``pretrain_network_g``'s 'params_ema' (whatever
+        param_key_g says; 'params' when absent), or starts as a copy of net_g."""
+        path_opt = self.opt.get('path', {})
+        if path_opt.get('pretrain_network_g') is not None:
+            checkpoint.load_network(self.net_g_ema, path_opt['pretrain_network_g'],
+                                    path_opt.get('strict_load_g', True), 'params_ema')
+        else:
+            update_ema(self.net_g_ema, self.net_g, 0)
 
     def setup_optimizers(self):
         params = []
