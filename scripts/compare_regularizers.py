@@ -20,7 +20,7 @@ A set folder holds ``HR/`` and ``LR_bicubic/X<scale>/<name>x<scale>.png`` (teste
 ``--degraded`` variant is made from its HR images once with the dropout papers' protocol
 (scripts/make_degraded_testsets.py) under ``<out>/testsets`` and tested as ``<Set>_<variant>``.
 Metrics: PSNR and SSIM on Y, border ``scale`` cropped (the papers' protocol), of the EMA weights when
-the recipe keeps an EMA.
+the recipe keeps an EMA; each results folder's metrics_average.csv also has plain bicubic upsampling's.
 
 Writes under ``--out``: ``experiments/<name>_<variant>/`` (training), ``results/<name>_<variant>/``
 (realsr/test.py's metrics), ``report.csv``/``report.md``/charts (scripts/benchmark_report.py's
@@ -126,7 +126,7 @@ def testing_options(train_opt, sets, out):
                                                     'net_g_latest.pth'),
                  'param_key_g': 'params_ema' if ema else 'params', 'strict_load_g': True,
                  'results_root': os.path.join(out, 'results')},
-        'val': {'save_img': False, 'metrics': metrics},
+        'val': {'save_img': False, 'compare_bicubic': True, 'metrics': metrics},  # bicubic rows: a scale for the numbers
     }
 
 
