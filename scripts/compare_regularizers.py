@@ -126,7 +126,8 @@ def testing_options(train_opt, sets, out):
                                                     'net_g_latest.pth'),
                  'param_key_g': 'params_ema' if ema else 'params', 'strict_load_g': True,
                  'results_root': os.path.join(out, 'results')},
-        'val': {'save_img': False, 'compare_bicubic': True, 'metrics': metrics},  # bicubic rows: a scale for the numbers
+        # compare_bicubic: bicubic upsampling's numbers beside each set's, a scale for the others
+        'val': {'save_img': False, 'compare_bicubic': True, 'metrics': metrics},
     }
 
 

@@ -10,7 +10,8 @@ from realsr.utils.yaml_util import yaml_dump, yaml_load
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location('compare_regularizers', REPO_ROOT / 'scripts' / 'compare_regularizers.py')
+    path = REPO_ROOT / 'scripts' / 'compare_regularizers.py'
+    spec = importlib.util.spec_from_file_location('compare_regularizers', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

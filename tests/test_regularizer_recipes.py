@@ -53,7 +53,8 @@ def test_adaptive_dropout_rrdb_sites_on_the_full_net():
 @pytest.mark.slow
 @pytest.mark.parametrize('with_reg', [True, False], ids=['with', 'without'])
 @pytest.mark.parametrize('rrdb_name, srresnet_name, reg_cls', RECIPES)
-def test_rrdb_recipe_runs_on_cpu(rrdb_name, srresnet_name, reg_cls, with_reg, tmp_path, tiny_data, monkeypatch):  # noqa: F811
+def test_rrdb_recipe_runs_on_cpu(rrdb_name, srresnet_name, reg_cls, with_reg, tmp_path,
+                                 tiny_data, monkeypatch):  # noqa: F811
     recipe = _load(rrdb_name)
     opt = _shrink_for_cpu(recipe, tiny_data, 'rrdb_recipe')
     opt['queue_size'] = recipe['queue_size']  # Simple-Align: no queue, as its recipe
