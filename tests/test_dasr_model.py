@@ -350,6 +350,19 @@ def test_test_uses_net_p_in_eval_and_the_ema_generator(tmp_path, fake_degradatio
         assert not torch.allclose(model.output, model.net_g.eval()(lq, model.net_p(lq)[1]))  # not net_g
 
 
+def test_tiled_test_uses_the_whole_image_weights(tmp_path, fake_degradation):
+    model = DASRModel(tiny_opt(tmp_path))
+    model.is_train = False
+    lq = torch.rand(1, 3, 40, 36)
+    model.feed_data({'lq': lq})
+    model.test()
+    untiled = model.output
+    model.opt['val'] = dict(model.opt.get('val') or {}, tile={'tile_size': 16, 'tile_pad': 12})
+    model.feed_data({'lq': lq})
+    model.test()
+    torch.testing.assert_close(model.output, untiled, rtol=0, atol=1e-5)
+
+
 def test_srgan_dynamic_model_test_file_path(tmp_path):
     # a test-time model from saved checkpoints: net_g (no EMA built) and net_p
     torch.manual_seed(0)

@@ -362,3 +362,25 @@ class Degradation_Predictor(nn.Module):  # upstream name
     def forward(self, x):
         out_params = self.globalPooling(self.ConvNet(x)).flatten(1)
         return out_params, self.MappingNet(out_params)
+
+
+class PredictorConditionedNet(nn.Module):
+    """A dynamic generator and its degradation predictor as one image-to-image network, for
+    inference: ``forward(x) = net_g(x, net_p(x)[1])``.
+
+    ``condition(x)`` fixes the expert weights from a whole image, so that tiles of it (see
+    :func:`realsr.utils.tiling.tiled_forward`) are all super-resolved with the weights of the
+    whole image, as an untiled run would; ``condition(None)`` clears them.
+    """
+
+    def __init__(self, net_g, net_p):
+        super().__init__()
+        self.net_g, self.net_p = net_g, net_p
+        self.fixed_weights = None
+
+    def condition(self, x):
+        self.fixed_weights = None if x is None else self.net_p(x)[1]
+
+    def forward(self, x):
+        weights = self.fixed_weights if self.fixed_weights is not None else self.net_p(x)[1]
+        return self.net_g(x, weights)

@@ -15,7 +15,10 @@ Per image (read unchanged, so 16-bit depth, grayscale and alpha survive):
 * a JPEG's EXIF orientation is applied (the PNG output has no EXIF);
 * sizes the arch cannot take (RRDBNet x2/x1 pixel-unshuffle, SwinIR windows) are reflect-padded to
   the needed multiple (``--pad-multiple``, inferred when not given) and the output is cropped;
-* ``--tile N --tile-pad P`` runs overlapping tiles (:func:`realsr.utils.tiling.tiled_forward`).
+* ``--tile N --tile-pad P`` runs overlapping tiles (:func:`realsr.utils.tiling.tiled_forward`);
+* DASR / CDDNet generators run with their degradation predictor (``network_p`` /
+  ``path.pretrain_network_p`` of the option file, or ``--predictor FILE``), whose expert weights come
+  from the whole image, tiled or not.
 
 Outputs are ``<out>/<stem>_<suffix>.png``. An unreadable image is reported and skipped; the run
 goes on and exits with status 1. Set-up errors (no model file, checkpoint/arch mismatch, unknown
@@ -88,6 +91,8 @@ def network_options(args):
         param_key = path_opt.get('param_key_g') or 'params_ema'
         strict = path_opt.get('strict_load_g', True)
         scale = opt.get('scale')
+        args.predictor_opt = opt.get('network_p')
+        args.predictor = args.predictor or path_opt.get('pretrain_network_p')
     else:
         if not args.arch:
             raise InferenceError('give --opt <test option file> or --arch <name> --model <file>')
@@ -135,6 +140,28 @@ def build_model(net_opt, model_path, param_key='params_ema', strict=True):
         raise InferenceError(err.args[0] if err.args else str(err)) from None
     net.eval()
     return net
+
+
+def needs_predictor(net):
+    """True for dynamic generators (DASR, CDDNet) whose forward takes the expert ``weights``."""
+    try:
+        return 'weights' in inspect.signature(net.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def attach_predictor(net_g, predictor_path, predictor_opt=None):
+    """Wrap a dynamic generator with its degradation predictor (``network_p`` and its checkpoint;
+    by default DASR's ``Degradation_Predictor`` with 33 parameters and one weight per expert)."""
+    from realsr.archs.dasr_arch import PredictorConditionedNet
+    name = type(net_g).__name__
+    if not predictor_path:
+        raise InferenceError(f'{name} takes its expert weights from a degradation predictor: give --predictor '
+                             '<net_p .pth> (or network_p and path.pretrain_network_p in the option file)')
+    opt = dict(predictor_opt or {'type': 'Degradation_Predictor', 'in_nc': 3, 'nf': 64, 'num_params': 33,
+                                 'num_networks': getattr(net_g, 'num_models', 5)})
+    net_p = build_model(opt, predictor_path, 'params', True)
+    return PredictorConditionedNet(net_g, net_p).eval()
 
 
 def infer_pad_multiple(net):
@@ -187,12 +214,17 @@ def upscale_rgb(net, img, device='cpu', dtype=torch.float32, tile=0, tile_pad=10
     if pad_h or pad_w:
         mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
         x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    condition = getattr(net, 'condition', None)
+    if condition is not None:  # DASR / CDDNet: expert weights from the whole image, also when tiled
+        condition(x)
     if tile and tile > 0 and (tile < x.shape[-2] or tile < x.shape[-1]):
         # every tile (and its context) must also be a multiple of m
         tile_m, pad_m = -(-tile // m) * m, -(-tile_pad // m) * m
         out = tiled_forward(net, x, tile_m, pad_m)
     else:
         out = net(x)
+    if condition is not None:
+        condition(None)
     scale = out.shape[-1] // x.shape[-1]
     out = out[:, :, :h * scale, :w * scale]
     return out[0].float().clamp_(0, 1).cpu().numpy().transpose(1, 2, 0)
@@ -280,6 +312,8 @@ def build_parser():
                    help='arch constructor argument (YAML value), repeatable, e.g. --net-opt num_block=23')
     p.add_argument('--param-key', help='checkpoint key (default params_ema, falling back to params, then a bare '
                                        'state dict)')
+    p.add_argument('--predictor', help='degradation predictor checkpoint (net_p) for DASR / CDDNet generators; '
+                   'overrides path.pretrain_network_p with --opt')
     p.add_argument('--suffix', default='out', help="output name <stem>_<suffix>.png (default 'out'; '' for none)")
     p.add_argument('--tile', type=int, default=0, help='tile size in input pixels (0: no tiling)')
     p.add_argument('--tile-pad', type=int, default=10, help='context (overlap) around each tile (default 10)')
@@ -306,7 +340,10 @@ def run(args):
     device, dtype = resolve_device_dtype(args.device, args.half, args.bf16)
     files, skipped = list_inputs(args.input)
     net_opt, model_path, param_key, strict, scale = network_options(args)
-    net = build_model(net_opt, model_path, param_key, strict).to(device=device, dtype=dtype)
+    net = build_model(net_opt, model_path, param_key, strict)
+    if needs_predictor(net):
+        net = attach_predictor(net, args.predictor, getattr(args, 'predictor_opt', None))
+    net = net.to(device=device, dtype=dtype)
     pad_multiple = args.pad_multiple or infer_pad_multiple(net)
     kw = dict(device=device, dtype=dtype, tile=args.tile, tile_pad=args.tile_pad, pad_multiple=pad_multiple)
     for path in skipped:

@@ -27,6 +27,7 @@ from collections import OrderedDict
 import torch
 
 from realsr.archs import build_network
+from realsr.archs.dasr_arch import PredictorConditionedNet
 from realsr.degradations.dasr_spaces import DASRDegradation
 from realsr.engine import checkpoint
 from realsr.engine.ema import update_ema
@@ -35,6 +36,7 @@ from realsr.losses.ldl_loss import get_refined_artifact_map
 from realsr.models.realesrgan_model import DiscriminatorMixin, OnTheFlyDegradationMixin
 from realsr.models.sr_model import SRModel
 from realsr.registry import MODEL_REGISTRY
+from realsr.utils.tiling import tiled_forward
 
 logger = logging.getLogger('realsr')
 
@@ -212,16 +214,18 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     @torch.no_grad()
+    @torch.no_grad()
     def test(self):
-        if self._tile_opt() and not getattr(self, '_tile_warned', False):
-            self._tile_warned = True  # the predictor judges the degradation on the whole image
-            logger.warning('%s does not tile: the tile option is ignored.', type(self).__name__)
+        """net_p in eval mode gives the expert weights from the whole LQ; net_g_ema (or net_g) runs
+        with them, in tiles when ``val.tile`` is set (every tile with the whole image's weights)."""
         net_g = self.net_g_ema if self.net_g_ema is not None else self.net_g
         modes = [(net, net.training) for net in (self.net_p, net_g)]
         for net, _ in modes:
             net.eval()
-        _, weights = self.net_p(self.lq)
-        self.output = net_g(self.lq, weights)
+        net = PredictorConditionedNet(net_g, self.net_p)
+        net.condition(self.lq)
+        tile = self._tile_opt()
+        self.output = tiled_forward(net, self.lq, tile['tile_size'], tile.get('tile_pad', 10)) if tile else net(self.lq)
         for net, was_training in modes:
             net.train(was_training)
 
