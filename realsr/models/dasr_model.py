@@ -158,16 +158,11 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
             self.net_g_ema.load_state_dict(checkpoint.unwrap(self.net_g).state_dict())
         self.require_initialised(self.net_g_ema)  # e.g. a partial file loaded non-strictly
 
+    def generator_networks(self):
+        return [self.net_g, self.net_p]  # one optimizer for both, as DASR
+
     def setup_optimizers(self):
-        params = []
-        for net in (self.net_g, self.net_p):
-            for name, param in net.named_parameters():
-                if param.requires_grad:
-                    params.append(param)
-                else:
-                    logger.warning('Params %s will not be optimized.', name)
-        self.optimizer_g = self.get_optimizer(self.opt['train']['optim_g'], params)
-        self.optimizers.append(self.optimizer_g)
+        super().setup_optimizers()
         self.setup_optimizer_d()
 
     # -- steps ---------------------------------------------------------------------------------

@@ -97,13 +97,18 @@ class SRModel(BaseModel):
         else:
             update_ema(self.net_g_ema, self.net_g, 0)
 
+    def generator_networks(self):
+        """The networks ``optim_g`` trains (DASR adds its degradation predictor)."""
+        return [self.net_g]
+
     def setup_optimizers(self):
         params = []
-        for name, param in self.net_g.named_parameters():
-            if param.requires_grad:
-                params.append(param)
-            else:
-                logger.warning('Params %s will not be optimized.', name)
+        for net in self.generator_networks():
+            for name, param in net.named_parameters():
+                if param.requires_grad:
+                    params.append(param)
+                else:
+                    logger.warning('Params %s will not be optimized.', name)
         self.optimizer_g = self.get_optimizer(self.opt['train']['optim_g'], params)
         self.optimizers.append(self.optimizer_g)
 
