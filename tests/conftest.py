@@ -64,3 +64,30 @@ def write_pair_folders(root: Path, n_train=8, n_val=2, hr_size=48, scale=4, seed
 @pytest.fixture()
 def pair_folders(tmp_path):
     return write_pair_folders(tmp_path / 'data')
+
+
+# torchvision's vgg19 feature convs: (features index, in channels, out channels)
+VGG19_CONVS = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
+               (16, 256, 256), (19, 256, 512), (21, 512, 512), (23, 512, 512), (25, 512, 512), (28, 512, 512),
+               (30, 512, 512), (32, 512, 512), (34, 512, 512)]
+
+
+def fake_vgg19_weights(path):
+    """Random weights in torchvision's vgg19 layout, so perceptual losses run without the real
+    (downloaded) file; returns the path as a string."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    sd = {}
+    for idx, cin, cout in VGG19_CONVS:
+        sd[f'features.{idx}.weight'] = torch.randn(cout, cin, 3, 3, generator=g) * (2 / (cin * 9))**0.5
+        sd[f'features.{idx}.bias'] = torch.zeros(cout)
+    torch.save(sd, path)
+    return str(path)
+
+
+@pytest.fixture()
+def random_vgg19(tmp_path, monkeypatch):
+    """REALSR_VGG_WEIGHTS pointing at random vgg19 weights (see :func:`fake_vgg19_weights`)."""
+    path = fake_vgg19_weights(tmp_path / 'vgg19.pth')
+    monkeypatch.setenv('REALSR_VGG_WEIGHTS', path)
+    return path

@@ -461,13 +461,6 @@ def _shrink_for_cpu(opt, name, total_iter=2):
     return opt
 
 
-@pytest.fixture()
-def random_vgg19(tmp_path, monkeypatch):
-    # the perceptual loss stays on, with random weights: torchvision's VGG19 file is not available offline
-    from test_realesrgan import fake_vgg19_weights
-    monkeypatch.setenv('REALSR_VGG_WEIGHTS', fake_vgg19_weights(tmp_path / 'vgg19.pth'))
-
-
 @pytest.mark.slow
 def test_cddnet_seed_files_train_and_test_on_cpu(tmp_path, seed_options_dir, dasr_data, random_vgg19, monkeypatch):
     from realsr import test as test_entry
@@ -561,8 +554,7 @@ def test_cddnet_resume_is_exact_for_every_network(tmp_path, seed_options_dir, da
     import subprocess
     import sys
 
-    from conftest import REPO_ROOT
-    from test_realesrgan import fake_vgg19_weights
+    from conftest import REPO_ROOT, fake_vgg19_weights
     vgg = fake_vgg19_weights(tmp_path / 'vgg19.pth')
 
     def run(exp, *extra, env=None):

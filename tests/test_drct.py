@@ -322,11 +322,9 @@ def test_real_drct_mse_file_runs_on_cpu(tmp_path, seed_options_dir, drct_data, m
     assert len(build_dataset(model.opt['datasets']['train'])) == 3  # the meta_info_file lists the images
 
 
-def test_real_drct_gan_recipe_runs_on_cpu(tmp_path, drct_data, monkeypatch):
+def test_real_drct_gan_recipe_runs_on_cpu(tmp_path, drct_data, random_vgg19, monkeypatch):
     """Our Real-DRCT GAN-stage recipe (DRCT ships no file for it), shrunk, with random VGG19
     weights in torchvision's layout (nothing is downloaded in tests)."""
-    from test_realesrgan import fake_vgg19_weights
-
     from realsr import train
     opt = yaml.safe_load((REPO / 'options' / 'train' / 'train_Real_DRCT_GAN_x4.yml').read_text())
     assert opt['model_type'] == 'RealDRCTGANModel' and opt['network_d']['type'] == 'UNetDiscriminatorSN'
@@ -338,7 +336,6 @@ def test_real_drct_gan_recipe_runs_on_cpu(tmp_path, drct_data, monkeypatch):
     opt['train']['total_iter'] = 2
     opt['logger'].update(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False)
     (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
-    monkeypatch.setenv('REALSR_VGG_WEIGHTS', fake_vgg19_weights(tmp_path / 'vgg19.pth'))
     monkeypatch.chdir(tmp_path)
     model = train.main(['-opt', str(tmp_path / 'o.yml')])
     assert type(model) is RealDRCTGANModel

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import write_pair_folders
+from conftest import fake_vgg19_weights, write_pair_folders
 from realsr.degradations.pair_pool import TrainingPairPool
 from realsr.degradations.pipeline import (DEFAULTS, OFFICIAL_KERNEL_OPT, SecondOrderDegradation,
                                           paired_random_crop_batch)
@@ -162,22 +162,6 @@ def test_realesrgan_dataset_crops_and_pads(tmp_path):
 
 
 # -- models and the Real-ESRGAN option files ----------------------------------------------------
-VGG19_CONVS = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
-               (16, 256, 256), (19, 256, 512), (21, 512, 512), (23, 512, 512), (25, 512, 512), (28, 512, 512),
-               (30, 512, 512), (32, 512, 512), (34, 512, 512)]
-
-
-def fake_vgg19_weights(path):
-    """Random weights in torchvision's vgg19 layout (no download in tests)."""
-    g = torch.Generator().manual_seed(0)
-    sd = {}
-    for idx, cin, cout in VGG19_CONVS:
-        sd[f'features.{idx}.weight'] = torch.randn(cout, cin, 3, 3, generator=g) * (2 / (cin * 9))**0.5
-        sd[f'features.{idx}.bias'] = torch.zeros(cout)
-    torch.save(sd, path)
-    return str(path)
-
-
 def seed_file_for_cpu(seed_options_dir, name, folders, exp_name, total_iter=4):
     opt = yaml.safe_load((seed_options_dir / 'real_esrgan' / name).read_text())
     opt['name'] = exp_name
