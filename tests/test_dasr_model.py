@@ -582,3 +582,39 @@ def test_cddnet_resume_is_exact_for_every_network(tmp_path, seed_options_dir, da
         for key in a:
             for name in a[key]:
                 assert torch.equal(a[key][name], b[key][name]), f'{net} {key}/{name}'
+
+
+@pytest.mark.slow
+def test_cddnet_ddp_two_processes_gloo(tmp_path, seed_options_dir, dasr_data):
+    """CDDNet's train file under torch.distributed (2 gloo processes): every rank degrades its own
+    batches, gradients of net_g, net_p and net_d are averaged, so all three end identical."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT, fake_vgg19_weights
+    opt = _shrink_for_cpu(_yaml(seed_options_dir / 'cddnet' / 'train_DASR.yml'), 'ddp_cddnet', total_iter=3)
+    opt['datasets']['train'].update(dataroot_gt=dasr_data['train_lmdb'], meta_info=None)
+    opt['datasets']['val']['dataroot_lq'] = dasr_data['val_lq']
+    opt['path'].update(pretrain_network_g=dasr_data['msrresnet'], pretrain_network_p=dasr_data['predictor'])
+    config = _write_yaml(tmp_path / 'o.yml', opt)
+    dump = tmp_path / 'dump.py'
+    dump.write_text(
+        'import os, sys, torch\n'
+        f'sys.path.insert(0, {str(REPO_ROOT)!r})\n'
+        'from realsr.engine.trainer import train_pipeline\n'
+        'from realsr.engine.checkpoint import unwrap\n'
+        'model = train_pipeline(os.getcwd(), sys.argv[1:])\n'
+        'r = torch.distributed.get_rank()\n'
+        'nets = {n: unwrap(getattr(model, n)).state_dict() for n in ("net_g", "net_p", "net_d")}\n'
+        'torch.save({"nets": nets, "params": model.pair_pool.pool["params"]}, f"rank{r}.pth")\n')
+    port = 31500 + os.getpid() % 1000
+    env = dict(os.environ, OMP_NUM_THREADS='1', REALSR_VGG_WEIGHTS=fake_vgg19_weights(tmp_path / 'vgg19.pth'))
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={port}',
+                           str(dump), '-opt', config, '--launcher', 'pytorch'], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f'rank{r}.pth', weights_only=True) for r in (0, 1))
+    for net in ('net_g', 'net_p', 'net_d'):
+        assert all(torch.equal(r0['nets'][net][k], r1['nets'][net][k]) for k in r0['nets'][net]), net
+    assert not torch.equal(r0['params'], r1['params'])  # each rank's pool holds its own degradations
