@@ -5,7 +5,9 @@ so they can be compared pixel for pixel).
     python scripts/show_degradations.py -opt options/train/X.yml [--num 6] [--variants 3] [--out degradations.png]
 
 It reads the train dataset of the file (RealESRGANDataset keys) and the top-level pipeline keys;
-nothing is trained and no experiment folder is written.
+nothing is trained and no experiment folder is written. For DASR / CDDNet files (``DASRModel`` or a
+``degree_list``) the columns are grouped by degradation space: ``--variants`` LQ images of each of
+the weak, standard and severe spaces.
 """
 import argparse
 import os
@@ -21,6 +23,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from realsr.data import build_dataset  # noqa: E402
+from realsr.degradations.dasr_spaces import DASRDegradation  # noqa: E402
 from realsr.degradations.pipeline import SecondOrderDegradation  # noqa: E402
 from realsr.degradations.usm import USMSharp  # noqa: E402
 from realsr.options import apply_force_yml, load_option_file  # noqa: E402
@@ -42,13 +45,19 @@ def make_grid(opt, num, variants, seed, device):
     if len(dataset) == 0:
         raise SystemExit(f"the train dataset '{train_opt.get('dataroot_gt')}' has no image")
     scale = int(opt.get('scale', 4))
-    pipeline = SecondOrderDegradation(opt, train_opt, scale).to(device)
+    dasr = opt.get('model_type') == 'DASRModel' or 'degree_list' in opt
+    if dasr:  # one group of columns per DASR degradation space
+        spaces = DASRDegradation(opt, train_opt, scale).to(device)
+        columns = [(name.split('_')[0], lambda x, g, name=name: spaces(x, g, space=name)[0]) for name in spaces.names]
+    else:
+        pipeline = SecondOrderDegradation(opt, train_opt, scale).to(device)
+        columns = [('LQ', pipeline)]
     usm = USMSharp().to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     gt_size = int(opt.get('gt_size', train_opt.get('gt_size', 256)))
     gts = torch.stack([dataset[i % len(dataset)]['gt'] for i in range(num)]).to(device)
-    if opt.get('gt_usm', False) or opt.get('model_type') == 'RealESRGANModel':
+    if opt.get('gt_usm', False) or opt.get('model_type') in ('RealESRGANModel', 'DASRModel'):
         gts_in = usm(gts)
     else:
         gts_in = gts
@@ -57,14 +66,16 @@ def make_grid(opt, num, variants, seed, device):
     gt_size = min(gt_size, h, w) // scale * scale
     top, left = (h - gt_size) // 2 // scale * scale, (w - gt_size) // 2 // scale * scale
     rows = []
-    lqs = [pipeline(gts_in, generator) for _ in range(variants)]  # each call draws new degradations
+    # each call draws new degradations
+    lqs = [(f'{title} {v + 1} (x{scale})', degrade(gts_in, generator)) for title, degrade in columns
+           for v in range(variants)]
     for i in range(num):
         gt_img = tensor2img(gts[i, :, top:top + gt_size, left:left + gt_size])
         tiles = [label(gt_img, 'GT')]
-        for v, lq in enumerate(lqs):
+        for title, lq in lqs:
             lq_crop = lq[i, :, top // scale:(top + gt_size) // scale, left // scale:(left + gt_size) // scale]
             lq_img = cv2.resize(tensor2img(lq_crop), (gt_size, gt_size), interpolation=cv2.INTER_NEAREST)
-            tiles.append(label(lq_img, f'LQ {v + 1} (x{scale})'))
+            tiles.append(label(lq_img, title))
         rows.append(np.concatenate(tiles, axis=1))
     return np.concatenate(rows, axis=0)
 
@@ -84,7 +95,7 @@ def main(argv=None):
     grid = make_grid(opt, args.num, args.variants, args.seed, torch.device(args.device))
     imwrite(grid, args.out)
     print(f'wrote {args.out} ({grid.shape[1]}x{grid.shape[0]}): rows = GT crops, columns = GT and '
-          f'{args.variants} degraded LQ versions')
+          f'{args.variants} degraded LQ versions (per degradation space for DASR files)')
 
 
 if __name__ == '__main__':

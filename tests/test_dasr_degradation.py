@@ -261,3 +261,23 @@ def test_cddnet_seed_file_configures_the_spaces():
     assert deg.spaces['standard_degrade_one_stage'].opt['noise_range'] == [1, 20]
     lq, vec = deg(torch.rand(2, 3, 128, 128), torch.Generator().manual_seed(0))
     assert lq.shape == (2, 3, 32, 32) and vec.shape == (2, 33)
+
+
+@pytest.mark.skipif(not os.path.isfile(SEED_FILE), reason='../shared/reference/seed_options is not present')
+def test_show_degradations_groups_columns_by_space(tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+
+    from conftest import REPO_ROOT, write_pair_folders
+    folders = write_pair_folders(tmp_path / 'data', n_train=2, n_val=1, hr_size=48)
+    out = tmp_path / 'grid.png'
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / 'scripts' / 'show_degradations.py'), '-opt', SEED_FILE,
+                           '--num', '2', '--variants', '2', '--out', str(out), '--force_yml',
+                           f"datasets:train:dataroot_gt={folders['train_gt']}", 'datasets:train:meta_info=~',
+                           'datasets:train:io_backend:type=disk', 'datasets:train:crop_pad_size=96'],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    grid = cv2.imread(str(out))
+    assert grid.shape == (2 * 96, (1 + 3 * 2) * 96, 3)  # GT + 2 LQ per space (weak, standard, severe)
