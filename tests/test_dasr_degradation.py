@@ -7,6 +7,7 @@ import torch
 import yaml
 from torch.nn import functional as F
 
+from conftest import SHARED_DIR
 from realsr.degradations.dasr_spaces import (DEGRADATION_SPACES, NUM_DEGRADATION_PARAMS, DASRDegradation,
                                              dasr_kernel_sizes)
 from realsr.degradations.filters import filter2D
@@ -15,8 +16,7 @@ from realsr.degradations.kernel_synthesis import SINC
 from realsr.degradations.noise import random_add_gaussian_noise_pt, random_add_poisson_noise_pt
 from realsr.degradations.pair_pool import TrainingPairPool
 
-SEED_FILE = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'reference', 'seed_options', 'cddnet',
-                         'train_DASR.yml')
+SEED_FILE = str(SHARED_DIR / 'reference' / 'seed_options' / 'cddnet' / 'train_DASR.yml')
 
 # DASR's train_DASR.yml values, written out here so the test does not read them from the code under test
 TOP = {
@@ -251,7 +251,7 @@ def test_option_errors():
         deg(_gt(1), torch.Generator(), space='severe_degrade_two_stage')
 
 
-@pytest.mark.skipif(not os.path.isfile(SEED_FILE), reason='../shared/reference/seed_options is not present')
+@pytest.mark.skipif(not os.path.isfile(SEED_FILE), reason=f'{SEED_FILE} is absent: the reference data in ../shared (or $REALSR_SHARED) is needed')
 def test_cddnet_seed_file_configures_the_spaces():
     with open(SEED_FILE) as f:
         opt = yaml.safe_load(f)
@@ -263,7 +263,7 @@ def test_cddnet_seed_file_configures_the_spaces():
     assert lq.shape == (2, 3, 32, 32) and vec.shape == (2, 33)
 
 
-@pytest.mark.skipif(not os.path.isfile(SEED_FILE), reason='../shared/reference/seed_options is not present')
+@pytest.mark.skipif(not os.path.isfile(SEED_FILE), reason=f'{SEED_FILE} is absent: the reference data in ../shared (or $REALSR_SHARED) is needed')
 def test_show_degradations_groups_columns_by_space(tmp_path):
     import subprocess
     import sys
