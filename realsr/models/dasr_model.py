@@ -209,7 +209,6 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     @torch.no_grad()
-    @torch.no_grad()
     def test(self):
         """net_p in eval mode gives the expert weights from the whole LQ; net_g_ema (or net_g) runs
         with them, in tiles when ``val.tile`` is set (every tile with the whole image's weights)."""
