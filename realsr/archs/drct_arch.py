@@ -28,7 +28,7 @@ from torch.utils import checkpoint as torch_checkpoint
 
 from realsr.archs.arch_util import Upsample
 from realsr.archs.swinir_arch import (ATTN_IMPLS, PAD_MODES, PatchEmbed, PatchUnEmbed, SwinTransformerBlock,
-                                      WindowSRMixin, trunc_normal_)
+                                      WindowSRMixin)
 from realsr.registry import ARCH_REGISTRY
 
 UPSAMPLERS = ('pixelshuffle', '')
@@ -128,39 +128,17 @@ class DRCT(WindowSRMixin, nn.Module):
                     raise ValueError(f'DRCT: block swin{k + 1} has {dim} channels, not divisible by its {heads} heads '
                                      f'(embed_dim={embed_dim}, gc={gc}, num_heads={nh}); use embed_dim and gc that '
                                      'are multiples of num_heads.')
-        num_in_ch = num_out_ch = in_chans
+        num_out_ch = in_chans
         num_feat = 64
         self.window_size = window_size
         self.shift_size = window_size // 2
-        self.img_range = img_range
-        if in_chans == 3:
-            self.mean = torch.Tensor((0.4488, 0.4371, 0.4040)).view(1, 3, 1, 1)
-        else:
-            self.mean = torch.zeros(1, 1, 1, 1)
         self.upscale = upscale
         self.upsampler = upsampler
         self.pad_mode = pad_mode
         self.use_checkpoint = use_checkpoint
-
-        self.conv_first = nn.Conv2d(num_in_ch, embed_dim, 3, 1, 1)
-
-        self.num_layers = len(depths)
-        self.embed_dim = embed_dim
-        self.ape = ape
-        self.patch_norm = patch_norm
-        self.num_features = embed_dim
-        self.mlp_ratio = mlp_ratio
-        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=embed_dim,
-                                      embed_dim=embed_dim, norm_layer=norm_layer if patch_norm else None)
-        num_patches = self.patch_embed.num_patches
-        patches_resolution = self.patch_embed.patches_resolution
-        self.patches_resolution = patches_resolution
-        self.patch_unembed = PatchUnEmbed(img_size=img_size, patch_size=patch_size, in_chans=embed_dim,
-                                          embed_dim=embed_dim, norm_layer=norm_layer if patch_norm else None)
-        if ape:
-            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, num_patches, embed_dim))
-            trunc_normal_(self.absolute_pos_embed, std=.02)
-        self.pos_drop = nn.Dropout(p=drop_rate)
+        self.build_embedding(in_chans, embed_dim, depths, img_size, patch_size, img_range, ape, patch_norm, mlp_ratio,
+                             norm_layer, drop_rate)
+        patches_resolution = self.patches_resolution
 
         dpr = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths))]
         self.layers = nn.ModuleList()
@@ -185,19 +163,10 @@ class DRCT(WindowSRMixin, nn.Module):
 
         self.apply(self._init_weights)
 
-    def forward_features(self, x):
-        x_size = (x.shape[2], x.shape[3])
-        x = self.patch_embed(x)
-        if self.ape:
-            x = x + self.absolute_pos_embed
-        x = self.pos_drop(x)
-        for layer in self.layers:
-            if self.use_checkpoint and self.training and torch.is_grad_enabled():
-                x = torch_checkpoint.checkpoint(layer, x, x_size, use_reentrant=False)
-            else:
-                x = layer(x, x_size)
-        x = self.norm(x)
-        return self.patch_unembed(x, x_size)
+    def run_layer(self, layer, x, x_size):
+        if self.use_checkpoint and self.training and torch.is_grad_enabled():  # activation checkpointing per RDG
+            return torch_checkpoint.checkpoint(layer, x, x_size, use_reentrant=False)
+        return layer(x, x_size)
 
     def forward(self, x):
         h, w = x.shape[2:]

@@ -438,6 +438,45 @@ class WindowSRMixin:
                 m.attn_impl = attn_impl
         return self
 
+    def build_embedding(self, in_chans, embed_dim, depths, img_size, patch_size, img_range, ape, patch_norm,
+                        mlp_ratio, norm_layer, drop_rate):
+        """Mean and range normalisation, ``conv_first``, the patch (un)embedding and the optional
+        absolute position embedding, created in the originals' order (so a seeded init matches)."""
+        self.img_range = img_range
+        self.mean = (torch.Tensor((0.4488, 0.4371, 0.4040)).view(1, 3, 1, 1) if in_chans == 3
+                     else torch.zeros(1, 1, 1, 1))
+        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        self.num_layers = len(depths)
+        self.embed_dim = embed_dim
+        self.ape = ape
+        self.patch_norm = patch_norm
+        self.num_features = embed_dim
+        self.mlp_ratio = mlp_ratio
+        norm = norm_layer if patch_norm else None
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=embed_dim,
+                                      embed_dim=embed_dim, norm_layer=norm)
+        self.patches_resolution = self.patch_embed.patches_resolution
+        self.patch_unembed = PatchUnEmbed(img_size=img_size, patch_size=patch_size, in_chans=embed_dim,
+                                          embed_dim=embed_dim, norm_layer=norm)
+        if ape:
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
+            trunc_normal_(self.absolute_pos_embed, std=.02)
+        self.pos_drop = nn.Dropout(p=drop_rate)
+
+    def run_layer(self, layer, x, x_size):
+        return layer(x, x_size)
+
+    def forward_features(self, x):
+        x_size = (x.shape[2], x.shape[3])
+        x = self.patch_embed(x)
+        if self.ape:
+            x = x + self.absolute_pos_embed
+        x = self.pos_drop(x)
+        for layer in self.layers:
+            x = self.run_layer(layer, x, x_size)
+        x = self.norm(x)
+        return self.patch_unembed(x, x_size)
+
     def size_multiple(self):
         """Input height/width must be a multiple of this (the blocks' window) when pad_mode='none'."""
         windows = {m.window_size for m in self.modules() if isinstance(m, SwinTransformerBlock)}
@@ -501,39 +540,15 @@ class SwinIR(WindowSRMixin, nn.Module):
             raise ValueError(f"SwinIR: upsampler 'nearest+conv' supports upscale 4 only, got {upscale}.")
         if len(depths) != len(num_heads):
             raise ValueError(f'SwinIR: depths {list(depths)} and num_heads {list(num_heads)} differ in length.')
-        num_in_ch = num_out_ch = in_chans
+        num_out_ch = in_chans
         num_feat = 64
-        self.img_range = img_range
-        if in_chans == 3:
-            self.mean = torch.Tensor((0.4488, 0.4371, 0.4040)).view(1, 3, 1, 1)
-        else:
-            self.mean = torch.zeros(1, 1, 1, 1)
         self.upscale = upscale
         self.upsampler = upsampler
         self.window_size = window_size
         self.pad_mode = pad_mode
-
-        # shallow feature extraction
-        self.conv_first = nn.Conv2d(num_in_ch, embed_dim, 3, 1, 1)
-
-        # deep feature extraction
-        self.num_layers = len(depths)
-        self.embed_dim = embed_dim
-        self.ape = ape
-        self.patch_norm = patch_norm
-        self.num_features = embed_dim
-        self.mlp_ratio = mlp_ratio
-        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=embed_dim,
-                                      embed_dim=embed_dim, norm_layer=norm_layer if self.patch_norm else None)
-        num_patches = self.patch_embed.num_patches
-        patches_resolution = self.patch_embed.patches_resolution
-        self.patches_resolution = patches_resolution
-        self.patch_unembed = PatchUnEmbed(img_size=img_size, patch_size=patch_size, in_chans=embed_dim,
-                                          embed_dim=embed_dim, norm_layer=norm_layer if self.patch_norm else None)
-        if self.ape:
-            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, num_patches, embed_dim))
-            trunc_normal_(self.absolute_pos_embed, std=.02)
-        self.pos_drop = nn.Dropout(p=drop_rate)
+        self.build_embedding(in_chans, embed_dim, depths, img_size, patch_size, img_range, ape, patch_norm, mlp_ratio,
+                             norm_layer, drop_rate)
+        patches_resolution = self.patches_resolution
 
         dpr = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths))]  # stochastic depth ramp
         self.layers = nn.ModuleList()
@@ -573,17 +588,6 @@ class SwinIR(WindowSRMixin, nn.Module):
     def reflect_pad_multiple(self):
         """The official SwinIR forward pads to window_size."""
         return self.window_size
-
-    def forward_features(self, x):
-        x_size = (x.shape[2], x.shape[3])
-        x = self.patch_embed(x)
-        if self.ape:
-            x = x + self.absolute_pos_embed
-        x = self.pos_drop(x)
-        for layer in self.layers:
-            x = layer(x, x_size)
-        x = self.norm(x)
-        return self.patch_unembed(x, x_size)
 
     def forward(self, x):
         h, w = x.shape[2:]
