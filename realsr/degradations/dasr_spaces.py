@@ -207,7 +207,11 @@ class DASRDegradation:
         if name not in self.spaces:
             raise ValueError(f'degradation space {name!r} is not in degree_list {self.names}')
         deg = self.spaces[name]
-        kernels, kernel_params = deg.kernels.sample(gt.size(0), generator, gt.device, return_params=True)
+        kernel_params = deg.kernels.sample_params(gt.size(0), generator, gt.device)
+        if isinstance(deg, OneStageDegradation):  # drawn for a fixed random stream, but only kernel1 is applied
+            kernels = deg.kernels.build({'kernel1': kernel_params['kernel1']})
+        else:
+            kernels = deg.kernels.build(kernel_params)
         lq = deg(gt, generator, kernels)
         self.last_space = name
         params = self.param_vector(name, kernel_params, deg.last_params, gt.size(0), gt.device)
