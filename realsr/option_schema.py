@@ -13,6 +13,7 @@ import numbers
 import os
 import re
 
+from realsr.engine.step_options import step_option_kinds, step_option_problems
 from realsr.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY,
                              REGULARIZER_REGISTRY)
 
@@ -89,6 +90,7 @@ TOP_LEVEL = {
     'regularizers': 'list',
     'datasets_grid': 'dict|list',  # expanded into datasets by realsr.benchmark.grid before validation
     **DEGRADATION_TOP_KEYS,
+    **step_option_kinds(''),  # use_amp, amp_bf16, use_channels_last, use_compile, compile_mode
 }
 _NETWORK_KEY = re.compile(r'^network_\w+$')
 
@@ -125,7 +127,8 @@ _PATH_PATTERNS = {re.compile(r'^pretrain_network_\w+$'): 'str', re.compile(r'^pa
                   re.compile(r'^strict_load_\w+$'): 'bool'}
 
 TRAIN = {'total_iter': 'int', 'warmup_iter': 'int', 'ema_decay': 'num', 'optim_g': 'dict', 'optim_d': 'dict',
-         'scheduler': 'dict', 'net_d_iters': 'int', 'net_d_init_iters': 'int', 'use_grad_clip': 'bool'}
+         'scheduler': 'dict', 'net_d_iters': 'int', 'net_d_init_iters': 'int',
+         **step_option_kinds('train')}  # grad_clip, grad_clip_max_norm, use_grad_clip, nonfinite_max_skips
 _LOSS_KEY = re.compile(r'^\w+_opt$')
 
 VAL = {'val_freq': 'int', 'save_img': 'bool', 'suffix': 'str', 'pbar': 'bool', 'metrics': 'dict', 'tile': 'dict',
@@ -252,6 +255,7 @@ class _Checker:
             self.section(opt['tile'], 'tile', TILE)
         if isinstance(opt.get('regularizers'), list):
             self.regularizers(opt['regularizers'])
+        self.problems += step_option_problems(opt)
         return self.problems
 
     def datasets_grid(self, opt):
@@ -304,7 +308,8 @@ class _Checker:
             if known is None:  # a user's dataset: only the loader keys are ours to check
                 self.section(ds, path, LOADER_KEYS, allow_extra=True)
             else:
-                self.section(ds, path, {**LOADER_KEYS, **known, **(DEGRADATION_DATASET_KEYS if phase == 'train' else {})},
+                train_keys = {**DEGRADATION_DATASET_KEYS, **step_option_kinds('datasets.train')}
+                self.section(ds, path, {**LOADER_KEYS, **known, **(train_keys if phase == 'train' else {})},
                              {_DEGRADATION_VARIANT: 'any'} if phase == 'train' else None)
             io = ds.get('io_backend')
             if io is None and cls is not None and known is not None and ds['type'] in DATASET_KEYS:

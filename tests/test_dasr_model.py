@@ -163,7 +163,8 @@ def test_loss_assembly_and_optimizer_covers_net_p(tmp_path, fake_degradation):
         model.optimize_parameters(it)
     assert model.lq.shape == (2, 3, 8, 8) and model.gt.shape == (2, 3, 32, 32)
     assert model.degradation_space == 'weak_degrade_one_stage'
-    assert set(model.log_dict) == {'l_pix', 'l_regression', 'l_g_artifacts', 'l_g_gan', 'l_d_real', 'l_d_fake',
+    assert set(model.log_dict) == {'grad_norm_g', 'grad_norm_d', 'l_pix', 'l_regression', 'l_g_artifacts', 'l_g_gan',
+                                   'l_d_real', 'l_d_fake',
                                    'out_d_real', 'out_d_fake'}
     assert all(torch.isfinite(torch.as_tensor(v)) for v in model.log_dict.values())
     assert any(not torch.equal(p_before[k], v) for k, v in model.net_p.state_dict().items())  # net_p trained
@@ -176,7 +177,7 @@ def test_generator_steps_wait_for_net_d_init_iters(tmp_path, fake_degradation):
     model = DASRModel(tiny_opt(tmp_path, net_d_init_iters=1))
     model.feed_data(gt_batch(0))
     model.optimize_parameters(1)
-    assert set(model.log_dict) == {'l_d_real', 'l_d_fake', 'out_d_real', 'out_d_fake'}
+    assert set(model.log_dict) == {'l_d_real', 'l_d_fake', 'out_d_real', 'out_d_fake', 'grad_norm_d'}  # no G step
     model.optimize_parameters(2)
     assert 'l_regression' in model.log_dict and 'l_g_gan' in model.log_dict
 

@@ -18,14 +18,33 @@ logger = logging.getLogger('realsr')
 
 
 def unwrap(net):
-    """The bare module inside DataParallel / DistributedDataParallel."""
-    return net.module if hasattr(net, 'module') and isinstance(net, torch.nn.Module) else net
+    """The bare module inside DataParallel / DistributedDataParallel and ``torch.compile``."""
+    while isinstance(net, torch.nn.Module):
+        if isinstance(net, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            net = net.module
+        elif isinstance(getattr(net, '_orig_mod', None), torch.nn.Module):  # torch.compile's OptimizedModule
+            net = net._orig_mod
+        else:
+            break
+    return net
 
 
 def cpu_state_dict(net):
+    """The state dict on the CPU as plain contiguous tensors (channels_last weights included), with
+    BasicSR's keys (no ``module.`` / ``_orig_mod.`` prefixes)."""
     state = unwrap(net).state_dict()
     return collections.OrderedDict(
-        (k[len('module.'):] if k.startswith('module.') else k, v.detach().cpu()) for k, v in state.items())
+        (k[len('module.'):] if k.startswith('module.') else k,
+         v.detach().cpu().contiguous(memory_format=torch.contiguous_format)) for k, v in state.items())
+
+
+def non_finite_entries(state_dict):
+    """Names of the floating entries of ``state_dict`` that hold a NaN or an Inf."""
+    names = [k for k, v in state_dict.items() if v.is_floating_point()]
+    if not names:
+        return []
+    flags = torch.stack([torch.isfinite(state_dict[k]).all() for k in names]).tolist()
+    return [k for k, ok in zip(names, flags) if not ok]
 
 
 def atomic_save(obj, path, retries=3):
@@ -59,7 +78,14 @@ def save_network(nets, path, param_keys):
     param_keys = param_keys if isinstance(param_keys, (list, tuple)) else [param_keys]
     if len(nets) != len(param_keys):
         raise ValueError('save_network: one param_key per network is needed')
-    atomic_save({key: cpu_state_dict(net) for net, key in zip(nets, param_keys)}, path)
+    states = {key: cpu_state_dict(net) for net, key in zip(nets, param_keys)}
+    for key, state in states.items():
+        bad = non_finite_entries(state)
+        if bad:  # a NaN checkpoint would poison every resume and every later fine-tuning
+            raise FloatingPointError(f'not writing {path}: {key} has NaN/Inf in {len(bad)} tensor(s) '
+                                     f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); the previous "
+                                     'checkpoints are intact')
+    atomic_save(states, path)
 
 
 def _looks_like_state_dict(obj):

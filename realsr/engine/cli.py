@@ -3,6 +3,7 @@ an invalid option file into a readable message and exit status 2 (no traceback).
 import os
 import sys
 
+from realsr.engine.train_step import NonFiniteError
 from realsr.option_schema import OptionError
 
 
@@ -12,3 +13,6 @@ def run_pipeline(pipeline, argv=None):
     except OptionError as err:
         print(f'realsr: the option file is not valid: {err}', file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as err:
+        print(f'realsr: {err}', file=sys.stderr)
+        sys.exit(3)

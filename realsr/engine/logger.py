@@ -85,8 +85,11 @@ class MessageLogger:
         self.start_time = time.time()
         self.logger = logging.getLogger(LOGGER_NAME)
 
-    def reset_start_time(self):
+    def reset_start_time(self, current_iter=None):
+        """Measure speed and ETA from now, ``current_iter`` being the last iteration done."""
         self.start_time = time.time()
+        if current_iter is not None:
+            self.start_iter = current_iter
 
     def __call__(self, log_vars):
         log_vars = dict(log_vars)
@@ -98,12 +101,16 @@ class MessageLogger:
         if 'time' in log_vars:
             iter_time = log_vars.pop('time')
             data_time = log_vars.pop('data_time')
-            elapsed = time.time() - self.start_time
-            done = max(current_iter - self.start_iter, 1)
-            time_sec_avg = elapsed / done
-            eta = datetime.timedelta(seconds=int(time_sec_avg * (self.max_iters - current_iter)))
-            message += (f'[eta: {eta}, time (data): {iter_time:.3f} ({data_time:.3f}), '
-                        f'{1.0 / max(time_sec_avg, 1e-9):.2f} it/s, peak mem: {peak_memory_mb(self.device):.0f} MB] ')
+            done = current_iter - self.start_iter
+            if done > 0:  # none yet right after the (start-up) first iteration: no speed to tell
+                time_sec_avg = (time.time() - self.start_time) / done
+                eta = datetime.timedelta(seconds=int(time_sec_avg * (self.max_iters - current_iter)))
+                speed = f'eta: {eta}, '
+                rate = f', {1.0 / max(time_sec_avg, 1e-9):.2f} it/s'
+            else:
+                speed, rate = '', ''
+            message += (f'[{speed}time (data): {iter_time:.3f} ({data_time:.3f}){rate}, '
+                        f'peak mem: {peak_memory_mb(self.device):.0f} MB] ')
         for k, v in log_vars.items():
             message += f'{k}: {v:.4e} '
             if self.use_tb_logger and self.tb_logger is not None and 'debug' not in self.exp_name:

@@ -69,16 +69,19 @@ def create_train_val_dataloaders(opt, logger):
             train_loader = build_dataloader(train_set, dataset_opt, opt['num_gpu'], opt['dist'], train_sampler,
                                             seed=int(opt['manual_seed']))
             batch = dataset_opt['batch_size_per_gpu'] * (1 if opt['dist'] else max(opt['num_gpu'], 1))
-            iters_per_epoch = len(train_sampler) // batch
-            if iters_per_epoch == 0:
+            accum_iter = dataset_opt.get('accum_iter') or 1
+            batches_per_epoch = len(train_sampler) // batch
+            iters_per_epoch = max(batches_per_epoch // accum_iter, 1)  # an iteration may span two epochs
+            if batches_per_epoch == 0:
                 raise ValueError(f"datasets.{phase}: {len(train_sampler)} sample(s) per epoch on this process "
                                  f'is fewer than batch_size_per_gpu {batch}; add images or raise dataset_enlarge_ratio')
             total_iters = int(opt['train']['total_iter'])
             total_epochs = math.ceil(total_iters / iters_per_epoch)
             logger.info('Training statistics:\n\tNumber of train images: %d\n\tDataset enlarge ratio: %d\n\t'
-                        'Batch size per gpu: %d\n\tWorld size (gpu number): %d\n\tRequire iter number per epoch: %d\n\t'
+                        'Batch size per gpu: %d\n\tAccumulated micro-batches per step: %d\n\t'
+                        'World size (gpu number): %d\n\tRequire iter number per epoch: %d\n\t'
                         'Total epochs: %d; iters: %d.', len(train_set), ratio, dataset_opt['batch_size_per_gpu'],
-                        world_size, iters_per_epoch, total_epochs, total_iters)
+                        accum_iter, world_size, iters_per_epoch, total_epochs, total_iters)
         elif phase.split('_')[0] in ('val', 'test'):
             val_set = build_dataset(dataset_opt)
             val_loaders.append(build_dataloader(val_set, dataset_opt, opt['num_gpu'], opt['dist']))
@@ -139,55 +142,81 @@ def train_pipeline(root_path, argv=None):
     val_opt = opt.get('val')
     train_opt = opt['datasets']['train']
     batch_size = train_loader.batch_size
+    accum_iter = model.train_step.accum_iter
     prefetcher = make_prefetcher(train_loader, train_opt, model.device)
     msg_logger = MessageLogger(opt, current_iter, tb_logger, model.device)
     kill_after = int(os.environ.get(_KILL_AFTER_ITER_ENV, 0))
+    compiled = model.step_settings.use_compile
+
+    def next_batch():
+        """The next training batch, into the next epoch when this one is spent."""
+        nonlocal epoch, batches_done
+        data = prefetcher.next()
+        if data is None:
+            epoch, batches_done = epoch + 1, 0
+            train_sampler.set_epoch(epoch)
+            prefetcher.reset()
+            data = prefetcher.next()
+        batches_done += 1
+        return data
 
     logger.info('Start training from epoch: %d, iter: %d', epoch, current_iter)
+    if accum_iter > 1:
+        logger.info('Gradient accumulation: %d micro-batches of %d per optimizer step (an iteration).',
+                    accum_iter, batch_size)
     pbar = tqdm(total=total_iters, initial=current_iter, unit='it', desc=str(opt['name']), disable=rank != 0,
                 dynamic_ncols=True, mininterval=1.0)
     try:
-        data_time = iter_time = time.time()
+        train_sampler.set_epoch(epoch, start=batches_done * batch_size)
+        prefetcher.reset()
+        iter_start = time.time()
+        start_iter = current_iter
         while current_iter < total_iters:
-            train_sampler.set_epoch(epoch, start=batches_done * batch_size)
-            prefetcher.reset()
-            train_data = prefetcher.next()
-            while train_data is not None and current_iter < total_iters:
-                data_time = time.time() - data_time
-                current_iter += 1
-                batches_done += 1
-                model.update_learning_rate(current_iter, warmup_iter=warmup_iter)
-                model.feed_data(train_data)
-                model.optimize_parameters(current_iter)
-                iter_time = time.time() - iter_time
-                pbar.update(1)
-                if current_iter == 1 and resume_state is None:
-                    msg_logger.reset_start_time()  # the first iteration includes start-up costs
-                if current_iter % print_freq == 0:
-                    log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
-                                'time': iter_time, 'data_time': data_time}
-                    log_vars.update(model.get_current_log())
-                    msg_logger(log_vars)
-                    pbar.set_postfix({k: f'{v:.3e}' for k, v in model.get_current_log().items()})
-                if current_iter % save_freq == 0:
-                    logger.info('Saving models and training states.')
-                    model.save(epoch, current_iter, extra_state={
-                        'batches_done': batches_done, 'rng': capture_rng_state()})
-                    barrier()
-                    if kill_after and current_iter >= kill_after:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                if val_opt is not None and val_loaders and current_iter % val_opt['val_freq'] == 0:
-                    _validate_all(model, val_loaders, current_iter, tb_logger, val_opt.get('save_img', False))
-                data_time = time.time()
-                iter_time = time.time()
-                if current_iter < total_iters:
-                    train_data = prefetcher.next()
-            if current_iter < total_iters:
-                epoch += 1
-                batches_done = 0
+            current_iter += 1
+            first = current_iter == start_iter + 1
+            model.update_learning_rate(current_iter, warmup_iter=warmup_iter)
+            data_time = 0.0
+            try:
+                for _ in range(accum_iter):  # one optimizer step
+                    fetch_start = time.time()
+                    train_data = next_batch()
+                    data_time += time.time() - fetch_start
+                    model.feed_data(train_data)
+                    model.optimize_parameters(current_iter)
+            except Exception as err:
+                if compiled and first:
+                    raise RuntimeError(f'torch.compile failed at the first training step ({type(err).__name__}: '
+                                       f'{err}); set use_compile: false to train eager.') from err
+                raise
+            iter_time = time.time() - iter_start
+            pbar.update(1)
+            if first:
+                if compiled:
+                    logger.info('First training step, with torch.compile compiling: %.1f s.', iter_time)
+                msg_logger.reset_start_time(current_iter)  # speed and ETA leave out start-up costs
+            if current_iter % print_freq == 0:
+                model.train_step.check(current_iter)
+                current_log = model.get_current_log()
+                log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
+                            'time': iter_time, 'data_time': data_time}
+                log_vars.update(current_log)
+                msg_logger(log_vars)
+                pbar.set_postfix({k: f'{v:.3e}' for k, v in current_log.items()})
+            if current_iter % save_freq == 0:
+                model.train_step.check(current_iter)
+                logger.info('Saving models and training states.')
+                model.save(epoch, current_iter, extra_state={
+                    'batches_done': batches_done, 'rng': capture_rng_state()})
+                barrier()
+                if kill_after and current_iter >= kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if val_opt is not None and val_loaders and current_iter % val_opt['val_freq'] == 0:
+                _validate_all(model, val_loaders, current_iter, tb_logger, val_opt.get('save_img', False))
+            iter_start = time.time()
     finally:  # an error must not leave a dangling progress bar
         pbar.close()
 
+    model.train_step.check(current_iter)
     elapsed = datetime.timedelta(seconds=int(time.time() - msg_logger.start_time))
     logger.info('End of training. Time consumed: %s', elapsed)
     logger.info('Save the latest model.')

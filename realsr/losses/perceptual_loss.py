@@ -62,8 +62,13 @@ class PerceptualLoss(nn.Module):
         return total
 
     def forward(self, x, gt):
-        feats_x = self.vgg(x)
-        feats_gt = self.vgg(gt.detach())
+        # the VGG runs in whatever precision the caller's autocast gives; the distances in fp32
+        feats_x = {k: v.float() for k, v in self.vgg(x).items()}
+        feats_gt = {k: v.float() for k, v in self.vgg(gt.detach()).items()}
+        with torch.autocast(x.device.type, enabled=False):
+            return self._terms(feats_x, feats_gt)
+
+    def _terms(self, feats_x, feats_gt):
         percep = style = None
         if self.perceptual_weight > 0:
             percep = self._weighted_sum(feats_x, feats_gt, lambda f: f) * self.perceptual_weight

@@ -2,6 +2,7 @@
 updates with warm-up, checkpoint and resume plumbing. What a training step does lives in the
 subclasses (``SRModel`` ...); validation lives in :mod:`realsr.engine.validation`.
 """
+import inspect
 import logging
 import os
 from collections import OrderedDict
@@ -9,10 +10,13 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from realsr.archs import build_network
 from realsr.engine import checkpoint
+from realsr.engine.compile import compile_network
 from realsr.engine.dist import get_dist_info, master_only, reduce_loss_dict
+from realsr.engine.step_options import read_step_options
+from realsr.engine.train_step import TrainStep, resolve_precision
 from realsr.models.lr_scheduler import build_scheduler
+from realsr.registry import ARCH_REGISTRY
 
 logger = logging.getLogger('realsr')
 
@@ -28,12 +32,38 @@ class BaseModel:
         self.is_train = opt.get('is_train', False)
         self.schedulers = []
         self.optimizers = []
-        self.log_dict = OrderedDict()
         self.best_metric_results = {}
+        self.step_settings = read_step_options(opt)
+        self.train_step = self.build_train_step() if self.is_train else TrainStep(device=self.device)
+
+    def build_train_step(self):
+        """The shared step mechanics with this run's precision, accumulation, clipping and guard."""
+        settings = self.step_settings
+        archs = [ARCH_REGISTRY.get(v['type']) for k, v in self.opt.items()
+                 if k.startswith('network_') and isinstance(v, dict) and 'type' in v]
+        precision, warnings = resolve_precision(settings, self.device.type, archs)
+        for warning in warnings:
+            logger.warning('%s', warning)
+        if settings.use_amp or settings.use_channels_last:
+            logger.info('Training precision: %s.', precision.name())
+        return TrainStep(precision, settings.accum_iter,
+                         settings.grad_clip_max_norm if settings.grad_clip else None,
+                         settings.nonfinite_max_skips, self.device)
+
+    @property
+    def log_dict(self):
+        """The last iteration's logged values (device tensors; see :meth:`get_current_log`)."""
+        return self.train_step.log_dict
 
     # -- networks ------------------------------------------------------------------------
-    def model_to_device(self, net):
+    def model_to_device(self, net, compile_net=False):
+        """Move ``net`` to the device (channels_last when asked), ``torch.compile`` it when
+        ``compile_net`` and ``use_compile`` (before the DDP wrap), and wrap it for DDP/DataParallel."""
         net = net.to(self.device)
+        if self.is_train and self.train_step.precision.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        if compile_net and self.is_train and self.step_settings.use_compile:
+            net = compile_network(net, self.step_settings.compile_mode, self.device)
         if self.opt.get('dist'):
             device_ids = [self.device.index] if self.device.type == 'cuda' else None
             net = DistributedDataParallel(net, device_ids=device_ids,
@@ -59,11 +89,18 @@ class BaseModel:
 
     # -- optimizers and schedulers ---------------------------------------------------------
     def get_optimizer(self, optim_opt, params):
+        """``torch.optim.<type>``; fused (one kernel for all tensors, and a non-finite step
+        skipped on the device) where PyTorch offers it and the file sets neither fused nor foreach."""
         optim_opt = dict(optim_opt)
         optim_type = optim_opt.pop('type')
         cls = getattr(torch.optim, optim_type, None)
         if cls is None:
             raise ValueError(f'optimizer {optim_type!r} is not in torch.optim')
+        params = list(params)
+        if ('fused' in inspect.signature(cls).parameters and 'fused' not in optim_opt and 'foreach' not in optim_opt
+                and not optim_opt.get('differentiable') and self.device.type in ('cpu', 'cuda')
+                and all(p.is_floating_point() for p in params)):
+            optim_opt['fused'] = True
         return cls(params, **optim_opt)
 
     def setup_schedulers(self):
@@ -91,10 +128,9 @@ class BaseModel:
         return [group['lr'] for group in self.optimizers[0].param_groups]
 
     def get_current_log(self):
-        return self.log_dict
-
-    def reduce_loss_dict(self, loss_dict):
-        return OrderedDict(reduce_loss_dict(loss_dict))
+        """The last iteration's logged values as floats, averaged over ranks. A host sync and, under
+        DDP, a collective: every rank calls it at the same iterations (``print_freq``)."""
+        return OrderedDict(reduce_loss_dict(self.log_dict)) if self.log_dict else OrderedDict()
 
     # -- checkpoints ---------------------------------------------------------------------
     @master_only
@@ -113,6 +149,7 @@ class BaseModel:
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
             'best_metric_results': self.best_metric_results,
+            'train_step': self.train_step.state_dict(),  # fp16 grad scalers, the guard's skip streak
         }
         state.update(self.extra_training_state())
         state.update(extra_state or {})
@@ -138,6 +175,7 @@ class BaseModel:
         for sch, s in zip(self.schedulers, resume_state['schedulers']):
             sch.load_state_dict(s)
         self.best_metric_results = resume_state.get('best_metric_results', self.best_metric_results)
+        self.train_step.load_state_dict(resume_state.get('train_step'))
         self.load_extra_training_state(resume_state)
 
     # -- validation ------------------------------------------------------------------------

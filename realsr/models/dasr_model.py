@@ -30,7 +30,6 @@ from realsr.archs import build_network
 from realsr.archs.dasr_arch import PredictorConditionedNet
 from realsr.degradations.dasr_spaces import DASRDegradation
 from realsr.engine import checkpoint
-from realsr.engine.ema import update_ema
 from realsr.losses import build_loss
 from realsr.losses.ldl_loss import get_refined_artifact_map
 from realsr.models.realesrgan_model import DiscriminatorMixin, OnTheFlyDegradationMixin
@@ -175,48 +174,47 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
         """CDDNet's LDL loss: the criterion between map * SR and map * GT, the map marking where
         net_g does worse than its EMA copy (no gradient through the EMA)."""
         with torch.no_grad():
-            output_ema = self.net_g_ema(self.lq, weights)
+            output_ema = self.train_step.forward(self.net_g_ema, self.lq, weights)
         artifact_map = get_refined_artifact_map(self.gt, self.output, output_ema, LDL_KSIZE)
         return self.cri_artifacts(artifact_map * self.output, artifact_map * self.gt)
 
     def optimize_parameters(self, current_iter):
-        for reg in self.regularizers:
-            reg.set_iteration(current_iter)
-        self.set_discriminator_trainable(False)
-        self.optimizer_g.zero_grad(set_to_none=True)
-        predicted_params, weights = self.net_p(self.lq)
-        self.output = self.net_g(self.lq, weights)
-        loss_dict = OrderedDict()
-        if self.generator_step_due(current_iter):
-            l_g_total = self.regularizer_losses(current_iter, loss_dict)
-            l_g_total = l_g_total + self.content_losses(self.output, self.gt, self.gt, loss_dict)
-            if self.cri_regress is not None:
-                if self.degradation_params is None:
-                    raise ValueError('train.regress_opt needs the degradation parameters of each LQ, which paired data '
-                                     'does not have: use DASRModel (degradations on the fly) or remove regress_opt')
-                loss_dict['l_regression'] = self.cri_regress(predicted_params, self.degradation_params)
-                l_g_total = l_g_total + loss_dict['l_regression']
-            if self.cri_artifacts is not None:
-                loss_dict['l_g_artifacts'] = self.artifact_loss(weights)
-                l_g_total = l_g_total + loss_dict['l_g_artifacts']
-            loss_dict['l_g_gan'] = self.cri_gan(self.net_d(self.output), True, is_disc=False)
-            l_g_total = l_g_total + loss_dict['l_g_gan']
-            l_g_total.backward()
-            self.optimizer_g.step()
-        self.discriminator_step(self.gt, self.output, loss_dict)
-        if self.net_g_ema is not None:
-            update_ema(self.net_g_ema, self.net_g, self.ema_decay)
-        self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.set_iteration(current_iter)
+        g_due = self.generator_step_due(current_iter)
+        with self.train_step.micro_batch() as step:
+            self.set_discriminator_trainable(False)
+            with torch.set_grad_enabled(g_due):  # no graph kept when only D trains on the output
+                predicted_params, weights = step.forward(self.net_p, self.lq)
+                self.output = step.forward(self.net_g, self.lq, weights)
+            loss_dict = OrderedDict()
+            if g_due:
+                l_g_total = self.regularizer_losses(current_iter, loss_dict)
+                l_g_total = l_g_total + self.content_losses(self.output, self.gt, self.gt, loss_dict)
+                if self.cri_regress is not None:
+                    if self.degradation_params is None:
+                        raise ValueError('train.regress_opt needs the degradation parameters of each LQ, which paired '
+                                         'data does not have: use DASRModel (degradations on the fly) or remove '
+                                         'regress_opt')
+                    loss_dict['l_regression'] = self.cri_regress(predicted_params, self.degradation_params)
+                    l_g_total = l_g_total + loss_dict['l_regression']
+                if self.cri_artifacts is not None:
+                    loss_dict['l_g_artifacts'] = self.artifact_loss(weights)
+                    l_g_total = l_g_total + loss_dict['l_g_artifacts']
+                loss_dict['l_g_gan'] = self.cri_gan(step.forward(self.net_d, self.output), True, is_disc=False)
+                l_g_total = l_g_total + loss_dict['l_g_gan']
+                step.backward('g', l_g_total, loss_dict)
+            self.discriminator_step(step, self.gt, self.output, loss_dict)
+            step.log(loss_dict)
 
     @torch.no_grad()
     def test(self):
         """net_p in eval mode gives the expert weights from the whole LQ; net_g_ema (or net_g) runs
         with them, in tiles when ``val.tile`` is set (every tile with the whole image's weights)."""
-        net_g = self.net_g_ema if self.net_g_ema is not None else self.net_g
-        modes = [(net, net.training) for net in (self.net_p, net_g)]
+        net_g, net_p = self.inference_net(), checkpoint.unwrap(self.net_p)
+        modes = [(net, net.training) for net in (net_p, net_g)]
         for net, _ in modes:
             net.eval()
-        net = PredictorConditionedNet(net_g, self.net_p)
+        net = PredictorConditionedNet(net_g, net_p)
         net.condition(self.lq)
         tile = self._tile_opt()
         self.output = tiled_forward(net, self.lq, tile['tile_size'], tile.get('tile_pad', 10)) if tile else net(self.lq)

@@ -70,7 +70,7 @@ class WindowPaddedTestMixin:
 
     @torch.no_grad()
     def test(self):
-        net = self.net_g_ema if self.net_g_ema is not None else self.net_g
+        net = self.inference_net()
         was_training = net.training
         net.eval()
         multiple = self._window_multiple(net)

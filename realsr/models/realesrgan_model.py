@@ -19,7 +19,6 @@ from realsr.archs import build_network
 from realsr.degradations.pair_pool import TrainingPairPool
 from realsr.degradations.pipeline import SecondOrderDegradation, paired_random_crop_batch
 from realsr.degradations.usm import USMSharp
-from realsr.engine.ema import update_ema
 from realsr.losses import build_loss
 from realsr.models.sr_model import SRModel
 from realsr.registry import MODEL_REGISTRY
@@ -135,7 +134,7 @@ class DiscriminatorMixin:
 
     def setup_discriminator(self):
         train_opt = self.opt['train']
-        self.net_d = self.model_to_device(build_network(self.opt['network_d']))
+        self.net_d = self.model_to_device(build_network(self.opt['network_d']), compile_net=True)
         self.print_network(self.net_d)
         self.load_pretrained(self.net_d, 'd')
         self.net_d.train()
@@ -146,6 +145,7 @@ class DiscriminatorMixin:
     def setup_optimizer_d(self):
         self.optimizer_d = self.get_optimizer(self.opt['train']['optim_d'], self.net_d.parameters())
         self.optimizers.append(self.optimizer_d)
+        self.train_step.add_group('d', [self.net_d], self.optimizer_d)
 
     def generator_step_due(self, current_iter):
         """The generator is updated every ``net_d_iters`` iterations after ``net_d_init_iters``."""
@@ -155,18 +155,17 @@ class DiscriminatorMixin:
         for p in self.net_d.parameters():
             p.requires_grad = trainable
 
-    def discriminator_step(self, real, fake, loss_dict):
-        """One discriminator update on ``real`` and ``fake`` (detached here); logs into ``loss_dict``."""
+    def discriminator_step(self, step, real, fake, loss_dict):
+        """The discriminator's losses on ``real`` and ``fake`` (detached here) and their backward,
+        in the shared step ``step``; logs into ``loss_dict``."""
         self.set_discriminator_trainable(True)
-        self.optimizer_d.zero_grad(set_to_none=True)
         # real and fake in separate backward passes (as the reference, for DDP)
-        real_d_pred = self.net_d(real)
+        real_d_pred = step.forward(self.net_d, real)
         l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
-        l_d_real.backward()
-        fake_d_pred = self.net_d(fake.detach().clone())
+        step.backward('d', l_d_real, {'l_d_real': l_d_real})
+        fake_d_pred = step.forward(self.net_d, fake.detach().clone())
         l_d_fake = self.cri_gan(fake_d_pred, False, is_disc=True)
-        l_d_fake.backward()
-        self.optimizer_d.step()
+        step.backward('d', l_d_fake, {'l_d_fake': l_d_fake})
         loss_dict.update(l_d_real=l_d_real, out_d_real=real_d_pred.detach().mean(), l_d_fake=l_d_fake,
                          out_d_fake=fake_d_pred.detach().mean())
 
@@ -199,32 +198,26 @@ class RealESRGANModel(DiscriminatorMixin, OnTheFlyDegradationMixin, SRModel):
                 self.gt_usm = self.usm_sharpener(self.gt)
 
     def optimize_parameters(self, current_iter):
-        for reg in self.regularizers:
-            reg.set_iteration(current_iter)
+        self.set_iteration(current_iter)
         opt = self.opt
         l1_gt = self.gt_usm if opt.get('l1_gt_usm', True) else self.gt
         percep_gt = self.gt_usm if opt.get('percep_gt_usm', True) else self.gt
         gan_gt = self.gt_usm if opt.get('gan_gt_usm', False) else self.gt
-
-        self.set_discriminator_trainable(False)
-        self.optimizer_g.zero_grad(set_to_none=True)
-        self.output = self.net_g(self.lq)
-        loss_dict = OrderedDict()
-        if self.generator_step_due(current_iter):
-            l_g_total = self.regularizer_losses(current_iter, loss_dict)
-            l_g_total = l_g_total + self.content_losses(self.output, l1_gt, percep_gt, loss_dict, prefix='l_g_')
-            if self.cri_gan is not None:
-                l_g_gan = self.cri_gan(self.net_d(self.output), True, is_disc=False)
-                l_g_total = l_g_total + l_g_gan
-                loss_dict['l_g_gan'] = l_g_gan
-            l_g_total.backward()
-            self.optimizer_g.step()
-
-        self.discriminator_step(gan_gt, self.output, loss_dict)
-
-        if self.net_g_ema is not None:
-            update_ema(self.net_g_ema, self.net_g, self.ema_decay)
-        self.log_dict = self.reduce_loss_dict(loss_dict)
+        g_due = self.generator_step_due(current_iter)
+        with self.train_step.micro_batch() as step:
+            self.set_discriminator_trainable(False)
+            with torch.set_grad_enabled(g_due):  # no graph kept when only D trains on the output
+                self.output = step.forward(self.net_g, self.lq)
+            loss_dict = OrderedDict()
+            if g_due:
+                l_g_total = self.regularizer_losses(current_iter, loss_dict)
+                l_g_total = l_g_total + self.content_losses(self.output, l1_gt, percep_gt, loss_dict, prefix='l_g_')
+                if self.cri_gan is not None:
+                    loss_dict['l_g_gan'] = self.cri_gan(step.forward(self.net_d, self.output), True, is_disc=False)
+                    l_g_total = l_g_total + loss_dict['l_g_gan']
+                step.backward('g', l_g_total, loss_dict)
+            self.discriminator_step(step, gan_gt, self.output, loss_dict)
+            step.log(loss_dict)
 
     def save(self, epoch, current_iter, extra_state=None):
         self.save_network(self.net_d, 'net_d', current_iter)

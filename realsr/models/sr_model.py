@@ -25,7 +25,7 @@ class SRModel(BaseModel):
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.net_g = self.model_to_device(build_network(opt['network_g']))
+        self.net_g = self.model_to_device(build_network(opt['network_g']), compile_net=True)
         self.print_network(self.net_g)
         self.load_pretrained(self.net_g, 'g')
         self.net_g_ema = None
@@ -56,13 +56,15 @@ class SRModel(BaseModel):
 
     def content_losses(self, output, pix_target, percep_target, loss_dict, prefix='l_'):
         """Pixel, perceptual and style losses (those configured), added to ``loss_dict`` as
-        ``<prefix>pix``, ``<prefix>percep``, ``<prefix>style``; returns their sum."""
+        ``<prefix>pix``, ``<prefix>percep``, ``<prefix>style``; returns their sum. The VGG runs
+        under the step's autocast; the distances are taken in fp32."""
         total = 0
         if self.cri_pix is not None:
             loss_dict[f'{prefix}pix'] = self.cri_pix(output, pix_target)
             total = total + loss_dict[f'{prefix}pix']
         if self.cri_perceptual is not None:
-            percep, style = self.cri_perceptual(output, percep_target)
+            with self.train_step.autocast():
+                percep, style = self.cri_perceptual(output, percep_target)
             for name, value in (('percep', percep), ('style', style)):
                 if value is not None:
                     loss_dict[f'{prefix}{name}'] = value
@@ -77,6 +79,8 @@ class SRModel(BaseModel):
         if self.ema_decay > 0:
             logger.info('Use Exponential Moving Average with decay: %s', self.ema_decay)
             self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+            if self.train_step.precision.channels_last:
+                self.net_g_ema = self.net_g_ema.to(memory_format=torch.channels_last)
             self.init_ema_weights()
             self.net_g_ema.eval()
         self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
@@ -111,6 +115,8 @@ class SRModel(BaseModel):
                     logger.warning('Params %s will not be optimized.', name)
         self.optimizer_g = self.get_optimizer(self.opt['train']['optim_g'], params)
         self.optimizers.append(self.optimizer_g)
+        ema = (self.net_g_ema, self.net_g, self.ema_decay) if self.net_g_ema is not None else None
+        self.train_step.add_group('g', self.generator_networks(), self.optimizer_g, ema=ema)
 
     def feed_data(self, data):
         if self.is_train and getattr(self, 'num_views', 1) > 1:
@@ -121,26 +127,33 @@ class SRModel(BaseModel):
         self.lq = data['lq'].to(self.device, non_blocking=True)
         self.gt = data['gt'].to(self.device, non_blocking=True) if 'gt' in data else None
 
-    def optimize_parameters(self, current_iter):
+    def set_iteration(self, current_iter):
         for reg in self.regularizers:
             reg.set_iteration(current_iter)
-        self.optimizer_g.zero_grad(set_to_none=True)
-        self.output = self.net_g(self.lq)
-        loss_dict = OrderedDict()
-        l_total = self.regularizer_losses(current_iter, loss_dict)
-        l_total = l_total + self.content_losses(self.output, self.gt, self.gt, loss_dict)
-        l_total.backward()
-        self.optimizer_g.step()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.net_g_ema is not None:
-            update_ema(self.net_g_ema, self.net_g, self.ema_decay)
+
+    def optimize_parameters(self, current_iter):
+        """One micro-batch (an iteration with ``accum_iter: 1``); the step mechanics are
+        :class:`realsr.engine.train_step.TrainStep`'s."""
+        self.set_iteration(current_iter)
+        with self.train_step.micro_batch() as step:
+            self.output = step.forward(self.net_g, self.lq)
+            loss_dict = OrderedDict()
+            l_total = self.regularizer_losses(current_iter, loss_dict)
+            l_total = l_total + self.content_losses(self.output, self.gt, self.gt, loss_dict)
+            step.backward('g', l_total, loss_dict)
+            step.log(loss_dict)
 
     def _tile_opt(self):
         return (self.opt.get('val') or {}).get('tile') or self.opt.get('tile')
 
+    def inference_net(self):
+        """The network that tests and validates: the EMA copy, else net_g without its DDP or
+        compile wrapper (DDP's forward would wait for the other ranks; validation sizes vary)."""
+        return self.net_g_ema if self.net_g_ema is not None else checkpoint.unwrap(self.net_g)
+
     @torch.no_grad()
     def test(self):
-        net = self.net_g_ema if self.net_g_ema is not None else self.net_g
+        net = self.inference_net()
         was_training = net.training
         net.eval()
         tile = self._tile_opt()
