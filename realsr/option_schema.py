@@ -321,8 +321,8 @@ class _Checker:
                     self.add(f"'{path}.io_backend.type' must be one of {', '.join(IO_BACKEND_TYPES)}, got {io_type!r}")
             if ds.get('prefetch_mode') not in PREFETCH_MODES:
                 self.add(f"'{path}.prefetch_mode' must be ~, cpu or cuda, got {ds.get('prefetch_mode')!r}")
-            if ds.get('prefetch_mode') == 'cuda' and not ds.get('pin_memory'):
-                self.add(f"'{path}.prefetch_mode' cuda needs '{path}.pin_memory: true'")
+            if ds.get('prefetch_mode') == 'cuda' and ds.get('pin_memory') is False:
+                self.add(f"'{path}.prefetch_mode' cuda needs pinned memory: remove '{path}.pin_memory: false'")
             for key_name in ('dataroot_gt', 'dataroot_lq'):
                 if key_name in ds and ds[key_name] is not None:
                     self.existing(f'{path}.{key_name}', ds[key_name], 'dir')

@@ -411,6 +411,10 @@ class WindowSRMixin:
     """What SwinIR and DRCT share: weight init, the no-weight-decay names, switching the attention
     path, and padding (or refusing) an input that is not a window multiple."""
 
+    # attention logits overflow float16 in long runs (both upstream repositories train in fp32):
+    # use_amp without amp_bf16 trains these archs in bf16 (realsr.engine.train_step.resolve_precision)
+    fp16_overflows = True
+
     @staticmethod
     def _init_weights(m):
         if isinstance(m, nn.Linear):

@@ -15,6 +15,15 @@ from torch.utils.data import DataLoader
 from realsr.data.sampler import SeededDataset
 
 
+def pin_memory_default(dataset_opt, num_gpu):
+    """``pin_memory`` as set, else on when training on a GPU: a pageable source makes the
+    ``non_blocking`` host-to-device copies synchronous."""
+    value = dataset_opt.get('pin_memory')
+    if value is None:
+        return num_gpu != 0 and torch.cuda.is_available()
+    return bool(value)
+
+
 def build_dataloader(dataset, dataset_opt, num_gpu=1, dist=False, sampler=None, seed=0):
     phase = dataset_opt['phase']
     if phase == 'train':
@@ -26,7 +35,7 @@ def build_dataloader(dataset, dataset_opt, num_gpu=1, dist=False, sampler=None, 
         g.manual_seed(seed)  # keeps the loader from drawing its worker seed from the global RNG
         kwargs = dict(dataset=SeededDataset(dataset), batch_size=dataset_opt['batch_size_per_gpu'] * multiplier,
                       shuffle=False, num_workers=num_workers, sampler=sampler, drop_last=True, generator=g,
-                      pin_memory=dataset_opt.get('pin_memory', False),
+                      pin_memory=pin_memory_default(dataset_opt, num_gpu),
                       persistent_workers=dataset_opt.get('persistent_workers', False) and num_workers > 0)
         if num_workers > 0:
             kwargs['prefetch_factor'] = dataset_opt.get('prefetch_factor', 2)
@@ -132,7 +141,7 @@ def make_prefetcher(loader, dataset_opt, device):
     if mode == 'cuda':
         if device.type != 'cuda':
             raise ValueError("prefetch_mode 'cuda' needs a GPU; use prefetch_mode: cpu or ~ on this machine")
-        if not dataset_opt.get('pin_memory'):
-            raise ValueError("prefetch_mode 'cuda' needs pin_memory: true in the train dataset")
+        if dataset_opt.get('pin_memory') is False:
+            raise ValueError("prefetch_mode 'cuda' needs pinned memory: remove pin_memory: false from the train dataset")
         return CUDAPrefetcher(loader, device)
     raise ValueError(f"prefetch_mode must be ~, cpu or cuda, got {mode!r}")

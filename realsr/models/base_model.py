@@ -64,13 +64,18 @@ class BaseModel:
             net = net.to(memory_format=torch.channels_last)
         if compile_net and self.is_train and self.step_settings.use_compile:
             net = compile_network(net, self.step_settings.compile_mode, self.device)
-        if self.opt.get('dist'):
+        if self.opt.get('dist') and self.is_train:  # testing runs each rank's module on its own
             device_ids = [self.device.index] if self.device.type == 'cuda' else None
             net = DistributedDataParallel(net, device_ids=device_ids,
                                           find_unused_parameters=self.opt.get('find_unused_parameters', False))
-        elif self.device.type == 'cuda' and self.opt.get('num_gpu', 1) > 1:
+        elif self.uses_data_parallel():
             net = DataParallel(net)
         return net
+
+    def uses_data_parallel(self):
+        """BasicSR's DataParallel: ``num_gpu > 1`` on CUDA without a launcher (kept for old files;
+        DDP through torchrun is faster and is what the regularizers need)."""
+        return not self.opt.get('dist') and self.device.type == 'cuda' and (self.opt.get('num_gpu') or 1) > 1
 
     def print_network(self, net):
         bare = checkpoint.unwrap(net)

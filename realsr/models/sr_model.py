@@ -11,6 +11,7 @@ from realsr.engine.ema import update_ema
 from realsr.losses import build_loss
 from realsr.models.base_model import BaseModel
 from realsr.regularizers import build_regularizers
+from realsr.regularizers.base import Regularizer
 from realsr.regularizers.feature_alignment import simple_align_from_legacy_options
 from realsr.registry import MODEL_REGISTRY
 from realsr.utils.tiling import tiled_forward
@@ -44,6 +45,22 @@ class SRModel(BaseModel):
         for reg in self.regularizers:
             logger.info('Regularizer: %s at %s', reg, ', '.join(f'{name}:{side}' for _, name, side in reg.attached))
         self.num_views = max([reg.num_views for reg in self.regularizers], default=1)
+        self.refuse_data_parallel_regularizers()
+
+    def refuse_data_parallel_regularizers(self):
+        """DataParallel splits the batch over replicas: a regularizer comparing views ([view1; view2]
+        would be split apart) or collecting features for a loss (each replica overwrites them) would
+        silently compute the wrong thing. DDP runs each replica in its own process and is right."""
+        if not self.uses_data_parallel():
+            return
+        bad = [type(reg).__name__ for reg in self.regularizers
+               if reg.num_views > 1 or type(reg).losses is not Regularizer.losses]
+        if bad:
+            n = self.opt.get('num_gpu')
+            raise ValueError(f"{', '.join(bad)} cannot run under DataParallel (num_gpu: {n} without a launcher): "
+                             'the replicas would each see part of the views and overwrite the collected features. '
+                             f'Use DDP: torchrun --nproc_per_node={n} realsr/train.py -opt <file> --launcher pytorch '
+                             '(or num_gpu: 1).')
 
     def regularizer_losses(self, current_iter, loss_dict):
         """Extra loss terms of the regularizers after a forward pass; added to ``loss_dict``."""
