@@ -67,7 +67,8 @@ def test_data_parallel_refuses_feature_alignment(monkeypatch, tmp_path):
         'path': {}, 'datasets': {'train': {'batch_size_per_gpu': 2}},
         'train': {'optim_g': {'type': 'Adam', 'lr': 1e-4}, 'pixel_opt': {'type': 'L1Loss'}, 'total_iter': 1},
     }
-    with pytest.raises(ValueError, match=r'FeatureAlignment cannot run under DataParallel.*torchrun --nproc_per_node=2'):
+    refusal = r'FeatureAlignment cannot run under DataParallel.*torchrun --nproc_per_node=2'
+    with pytest.raises(ValueError, match=refusal):
         build_model(opt)
     opt['regularizers'] = [{'type': 'ChannelDropout', 'p': 0.5}]  # per-sample masks: fine under DataParallel
     assert build_model(opt).regularizers
