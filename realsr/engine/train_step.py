@@ -245,7 +245,7 @@ class TrainStep:
     def log(self, values):
         """Values to log for this iteration (averaged over its micro-batches); kept on the device."""
         for k, v in values.items():
-            v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
+            v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v), device=self.device)
             self._log_sums[k] = self._log_sums[k] + v if k in self._log_sums else v
 
     # -- the optimizer step ------------------------------------------------------------------
