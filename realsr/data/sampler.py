@@ -9,9 +9,16 @@ for this rank. Two additions make an interrupted run resume exactly:
   :class:`SeededDataset` uses for that sample's random crop and flips. A sample's
   augmentation therefore depends on where it is in the run, not on which worker process
   loaded it or how many samples that worker loaded before.
+
+The per-sample seeding never touches torch's default generators (CPU or CUDA): torch draws
+made while loading a sample go through :func:`sample_generator`, a CPU ``torch.Generator``
+seeded for that sample. ``torch.manual_seed`` would also reseed every CUDA generator, which
+would restart GPU dropout masks from the last sample's seed each batch (``num_worker_per_gpu:
+0``) or race with the training loop (``prefetch_mode: cpu`` loads in a background thread).
 """
 import math
 import random
+import threading
 
 import numpy as np
 import torch
@@ -52,10 +59,25 @@ class EnlargedSampler(Sampler):
         return self.num_samples - self.start
 
 
+_current = threading.local()
+
+
+def sample_generator():
+    """The CPU ``torch.Generator`` seeded for the sample being loaded in this thread (by
+    :class:`SeededDataset`), or None outside a sample fetch. Datasets and transforms that draw
+    torch random numbers pass it as ``generator=``: the default generators stay untouched."""
+    return getattr(_current, 'generator', None)
+
+
 class SeededDataset(Dataset):
     """Wraps a dataset so that ``ds[(index, seed)]`` runs ``ds.inner[index]`` with python
-    ``random``, numpy and torch seeded by ``seed``. In the main process the global generators
-    are restored afterwards, so data loading never perturbs the training loop's randomness."""
+    ``random`` and numpy seeded by ``seed`` and :func:`sample_generator` set to a CPU
+    ``torch.Generator`` seeded by ``seed``. In the main process python's and numpy's global
+    generators are restored afterwards, so data loading never perturbs the training loop's
+    randomness; torch's default generators (CPU and CUDA) are never seeded nor drawn from here.
+    (The transforms draw from python ``random``, as BasicSR; a training loop that draws from
+    python ``random`` or numpy's global generator while ``prefetch_mode: cpu`` loads in its
+    thread would still race with this seeding - ours draws from torch generators only.)"""
 
     def __init__(self, dataset):
         self.inner = dataset
@@ -67,14 +89,17 @@ class SeededDataset(Dataset):
         index, seed = item
         in_worker = get_worker_info() is not None
         if not in_worker:
-            saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+            saved = random.getstate(), np.random.get_state()
         random.seed(seed)
         np.random.seed(seed)
-        torch.manual_seed(seed)
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+        outer = getattr(_current, 'generator', None)
+        _current.generator = generator
         try:
             return self.inner[index]
         finally:
+            _current.generator = outer
             if not in_worker:
                 random.setstate(saved[0])
                 np.random.set_state(saved[1])
-                torch.set_rng_state(saved[2])

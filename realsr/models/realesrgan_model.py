@@ -100,14 +100,42 @@ class OnTheFlyDegradationMixin:
                 'pair_pool': self.pair_pool.state_dict()}
 
     def load_extra_training_state(self, state):
+        """Restore the degradation generator and the pool. A generator state saved on another
+        device type (a CUDA state is 16 bytes, a CPU one 5,056) cannot be loaded: the stream is
+        then reseeded from (manual_seed, rank, resume iteration), with a warning, and the pool
+        is still moved onto this run's device."""
         if self.degradation is None:
             return
-        if 'degradation_generator' in state:
-            self.degradation_generator.set_state(state['degradation_generator'])
-            self.pair_pool.load_state_dict(state['pair_pool'], self.device)
-        else:
+        if 'degradation_generator' not in state:
             logger.warning('The training state has no degradation generator or pool (written by BasicSR?): '
                            'they start afresh.')
+            return
+        saved = state['degradation_generator']
+        current = self.degradation_generator.get_state()
+        reason = None
+        if not torch.is_tensor(saved) or saved.numel() != current.numel():
+            size = f'{saved.numel()} bytes' if torch.is_tensor(saved) else f'a {type(saved).__name__}'
+            reason = (f'the device type changed: the saved state ({size}) was written by a generator on '
+                      f"another device type than this run's {self.device.type} generator ({current.numel()} bytes), "
+                      'e.g. a GPU run resumed on the CPU or the reverse')
+        else:
+            try:
+                self.degradation_generator.set_state(saved.cpu())
+            except (RuntimeError, TypeError, ValueError) as err:
+                reason = f'its saved state could not be loaded ({err})'
+        if reason is not None:
+            opt = self.opt
+            iteration = int(state.get('iter', 0) or 0)
+            seed = int(np.random.SeedSequence([int(opt.get('manual_seed', 0) or 0), int(opt.get('rank', 0)), 0xDE6,
+                                               iteration]).generate_state(1)[0])
+            self.degradation_generator.manual_seed(seed)
+            logger.warning('Degradation generator: %s. The degradation stream is reseeded (seed %d, from '
+                           'manual_seed, rank and resume iteration %d), so the resumed run is not bit-identical '
+                           'to an uninterrupted one.', reason, seed, iteration)
+        if 'pair_pool' in state:
+            self.pair_pool.load_state_dict(state['pair_pool'], self.device)
+        else:
+            logger.warning('The training state has no training-pair pool: it starts empty.')
 
 
 @MODEL_REGISTRY.register()
