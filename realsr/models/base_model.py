@@ -66,8 +66,12 @@ class BaseModel:
             net = compile_network(net, self.step_settings.compile_mode, self.device)
         if self.opt.get('dist') and self.is_train:  # testing runs each rank's module on its own
             device_ids = [self.device.index] if self.device.type == 'cuda' else None
+            # an arch whose buffers never change in training (SwinIR/DRCT: relative position index,
+            # shift masks) declares constant_buffers; re-broadcasting them every forward is waste
             net = DistributedDataParallel(net, device_ids=device_ids,
-                                          find_unused_parameters=self.opt.get('find_unused_parameters', False))
+                                          find_unused_parameters=self.opt.get('find_unused_parameters', False),
+                                          broadcast_buffers=not getattr(checkpoint.unwrap(net), 'constant_buffers',
+                                                                        False))
         elif self.uses_data_parallel():
             net = DataParallel(net)
         return net

@@ -220,14 +220,15 @@ class RealESRGANModel(DiscriminatorMixin, OnTheFlyDegradationMixin, SRModel):
             # the LQ comes from the sharpened GT; the pool keeps the plain GT, re-sharpened after
             self.lq, self.gt = self.synthesize_pairs(gt, degrade_from=self.usm_sharpener(gt))
             self.gt_usm = self.usm_sharpener(self.gt)
-        else:
+        else:  # validation, or paired fine-tuning: the sharpened GT is made when a step needs it
             super().feed_data(data)
-            if self.gt is not None:
-                self.gt_usm = self.usm_sharpener(self.gt)
+            self.gt_usm = None
 
     def optimize_parameters(self, current_iter):
         self.set_iteration(current_iter)
         opt = self.opt
+        if self.gt_usm is None:
+            self.gt_usm = self.usm_sharpener(self.gt)
         l1_gt = self.gt_usm if opt.get('l1_gt_usm', True) else self.gt
         percep_gt = self.gt_usm if opt.get('percep_gt_usm', True) else self.gt
         gan_gt = self.gt_usm if opt.get('gan_gt_usm', False) else self.gt
