@@ -254,15 +254,15 @@ def test_enlarged_sampler_order_and_resume_offset():
 
 
 def test_seeded_dataset_is_reproducible_and_keeps_main_rng():
-    from realsr.data.sampler import SeededDataset
+    from realsr.data.sampler import SeededDataset, sample_generator
 
-    class Draw:
+    class Draw:  # torch draws go through the per-sample generator, never the default one
 
         def __len__(self):
             return 3
 
         def __getitem__(self, i):
-            return random.random(), float(np.random.rand()), float(torch.rand(1))
+            return random.random(), float(np.random.rand()), float(torch.rand(1, generator=sample_generator()))
 
     ds = SeededDataset(Draw())
     torch.manual_seed(5)
