@@ -11,10 +11,11 @@ and the module tree gives the same state-dict keys and persistent buffers:
 ``layers.{i}.swin{1..5}.*`` with ``attn.relative_position_index`` everywhere and ``attn_mask`` in
 the shifted blocks swin2/swin4 when img_size > window, ``layers.{i}.adjust{1..5}.*``,
 ``conv_first``, ``patch_embed.norm``, ``norm``, ``conv_after_body``, ``conv_before_upsample.0``,
-``upsample.{0,2..}``, ``conv_last``. ``mean`` is a plain attribute, not in the state dict.
+``upsample.{0,2..}``, ``conv_last``. ``mean`` is a non-persistent buffer, not in the state dict.
 
-The Swin blocks, window attention (SDPA with an explicit reference path), shift masks (cached per
-input size) and patch (un)embedding are those of :mod:`realsr.archs.swinir_arch`.
+The Swin blocks, window attention (SDPA with an explicit reference path), shift masks (one small
+per-model cache of the sizes other than img_size, shared by all blocks) and patch (un)embedding
+are those of :mod:`realsr.archs.swinir_arch`.
 
 Reconstruction: upstream implements only ``upsampler='pixelshuffle'``; with ``''`` it builds no
 reconstruction layers and its forward returns the input (after the mean round trip). Both are
@@ -162,6 +163,7 @@ class DRCT(WindowSRMixin, nn.Module):
             self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
 
         self.apply(self._init_weights)
+        self.share_mask_cache()
 
     def run_layer(self, layer, x, x_size):
         if self.use_checkpoint and self.training and torch.is_grad_enabled():  # activation checkpointing per RDG
@@ -171,7 +173,7 @@ class DRCT(WindowSRMixin, nn.Module):
     def forward(self, x):
         h, w = x.shape[2:]
         x = self.pad_input(x)
-        mean = self.mean.type_as(x)
+        mean = self.image_mean(x)
         x = (x - mean) * self.img_range
         if self.upsampler == 'pixelshuffle':
             x = self.conv_first(x)

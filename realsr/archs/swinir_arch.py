@@ -6,20 +6,24 @@ Checkpoint compatibility (official JingyunLiang/SwinIR and BasicSR files load wi
 ``strict=True``): same constructor arguments and defaults, same attribute names, and the same
 persistent buffers -- ``relative_position_index`` in every block and ``attn_mask`` in shifted
 blocks, computed for the construction ``img_size`` (so a model must be built with the
-checkpoint's img_size, e.g. 48 or 64). ``mean`` is a plain attribute, not in the state dict.
+checkpoint's img_size, e.g. 48 or 64). ``mean`` is a non-persistent buffer (it moves with the
+module but is not in the state dict).
 
 Differences from the reference, none of which changes results:
 - window attention runs through ``F.scaled_dot_product_attention`` with the relative-position
   bias (plus the shift mask) as an additive float mask; ``attn_impl='explicit'`` selects the
   plain softmax path kept as the reference (equal within float32 rounding);
-- shift masks for an input size other than the construction size are computed once per size and
-  cached (not recomputed every forward); blocks without a shift use no mask at all (the
-  reference adds an all-zero mask there);
+- shift masks for an input size other than the construction size are built on the input's device
+  once per size and kept, as bool, in one small LRU cache per model (:class:`ShiftMaskCache`,
+  the last ``_MASK_CACHE_SIZE`` sizes) shared by all its shifted blocks, not recomputed every
+  forward; blocks without a shift use no mask at all (the reference adds an all-zero mask there);
 - ``pad_mode``: ``'none'`` (default) behaves like BasicSR's arch, which requires sizes that are
   multiples of the window (a ValueError names the sizes otherwise); ``'reflect'`` reflect-pads
   bottom/right to a window multiple and crops the output, like the official SwinIR forward.
 """
 import math
+from collections import OrderedDict
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -31,7 +35,9 @@ from realsr.registry import ARCH_REGISTRY
 ATTN_IMPLS = ('sdpa', 'explicit')
 PAD_MODES = ('none', 'reflect')
 UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv', '')
-_MASK_CACHE_SIZE = 16  # input sizes remembered per shifted block (cleared when full)
+# Shift masks of input sizes other than the construction size kept per model (least recently used
+# dropped first). 4 covers tiled inference (interior, right-edge, bottom-edge and corner tiles).
+_MASK_CACHE_SIZE = 4
 _MASK_VALUE = -100.0  # added to attention logits between different shift regions
 
 
@@ -126,24 +132,92 @@ def relative_position_index(window_size):
     return d_row * (2 * ww - 1) + d_col
 
 
-def shift_attention_mask(h, w, window_size, shift_size):
-    """(nW, ws², ws²) float mask for shifted-window attention on an h x w map.
+def shift_region_mask(h, w, window_size, shift_size, device=None):
+    """(nW, ws², ws²) bool mask, True where two tokens of a window must not attend to each other.
 
     After the cyclic shift, a window at the bottom/right edge holds pixels from up to three
-    regions per axis ([0, L-ws), [L-ws, L-s), [L-s, L)); tokens of different regions must not
-    attend to each other, so their logits get -100.
+    regions per axis ([0, L-ws), [L-ws, L-s), [L-s, L)); tokens of different regions are masked.
+    Built directly on ``device`` (a few small integer ops, nothing copied from the host).
     """
 
     def labels(length):
-        lab = torch.zeros(length, dtype=torch.long)
+        lab = torch.zeros(length, dtype=torch.uint8, device=device)
         lab[length - window_size:] = 1
         lab[length - shift_size:] = 2
         return lab
 
-    region = labels(h)[:, None] * 3 + labels(w)[None, :]  # (h, w) region id
+    region = labels(h)[:, None] * 3 + labels(w)[None, :]  # (h, w) region id, 0..8
     region = window_partition(region[None, :, :, None], window_size).flatten(1)  # (nW, N)
-    differ = region[:, None, :] != region[:, :, None]
-    return differ.float() * _MASK_VALUE
+    return region[:, None, :] != region[:, :, None]
+
+
+def shift_attention_mask(h, w, window_size, shift_size, device=None):
+    """(nW, ws², ws²) float additive mask: -100 between tokens of different regions, else 0 (the
+    reference's ``attn_mask`` buffer; see :func:`shift_region_mask`)."""
+    return shift_region_mask(h, w, window_size, shift_size, device).float() * _MASK_VALUE
+
+
+class ShiftMaskCache:
+    """Bool shift masks (:func:`shift_region_mask`) by (H, W, window, shift, device), least
+    recently used dropped beyond ``max_entries``; one per model, shared by all its shifted blocks.
+
+    Only single dict operations (atomic under the GIL), no lock: DataParallel replicas share the
+    cache across threads (with different devices, hence different keys), and a race at worst
+    builds a mask twice. Copies (``copy.deepcopy``, pickling) start empty; the masks are rebuilt
+    on use. Nothing here is in a state dict.
+    """
+
+    def __init__(self, max_entries=_MASK_CACHE_SIZE):
+        if max_entries < 1:
+            raise ValueError(f'ShiftMaskCache: max_entries must be >= 1, got {max_entries}.')
+        self.max_entries = max_entries
+        self._masks = OrderedDict()
+
+    def get(self, h, w, window_size, shift_size, device):
+        key = (int(h), int(w), int(window_size), int(shift_size), torch.device(device))
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = shift_region_mask(h, w, window_size, shift_size, device)
+            self._masks[key] = mask
+            while len(self._masks) > self.max_entries:
+                try:
+                    self._masks.popitem(last=False)
+                except KeyError:  # emptied by another thread meanwhile
+                    break
+        else:
+            try:
+                self._masks.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile; the mask itself is still valid
+                pass
+        return mask
+
+    def __len__(self):
+        return len(self._masks)
+
+    def keys(self):
+        return list(self._masks)
+
+    def tensors(self):
+        return list(self._masks.values())
+
+    def nbytes(self):
+        """Bytes held by the cached masks."""
+        return sum(m.numel() * m.element_size() for m in self.tensors())
+
+    def clear(self):
+        self._masks.clear()
+
+    def __deepcopy__(self, memo):
+        return type(self)(self.max_entries)
+
+    def __getstate__(self):
+        return {'max_entries': self.max_entries}
+
+    def __setstate__(self, state):
+        self.__init__(state['max_entries'])
+
+    def __repr__(self):
+        return f'{type(self).__name__}(max_entries={self.max_entries}, sizes={len(self)}, bytes={self.nbytes()})'
 
 
 class WindowAttention(nn.Module):
@@ -183,7 +257,8 @@ class WindowAttention(nn.Module):
         return bias.view(n, n, -1).permute(2, 0, 1)
 
     def forward(self, x, mask=None):
-        """x: (B * nW, N, C) windows (image-major); mask: (nW, N, N) additive, or None."""
+        """x: (B * nW, N, C) windows (image-major); mask: (nW, N, N), additive (float) or bool (True:
+        masked, i.e. -100 added), or None."""
         bw, n, c = x.shape
         heads = self.num_heads
         nw = 1 if mask is None else mask.shape[0]
@@ -191,8 +266,11 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(x).view(b, nw, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv.unbind(0)  # each (b, nW, heads, N, hd)
         bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
-        if mask is not None:
-            bias = bias + mask.unsqueeze(1).to(bias.dtype)  # (nW, heads, N, N)
+        if mask is not None and mask.dtype == torch.bool:
+            # the same values (and gradient) as adding the float mask: bias + (-100 or 0)
+            bias = bias + mask.unsqueeze(1).to(bias.dtype) * _MASK_VALUE  # (nW, heads, N, N)
+        elif mask is not None:
+            bias = bias + mask.unsqueeze(1).to(bias.dtype)
         if self.attn_impl == 'sdpa':
             # Windows are folded into the head axis so the (nW * heads, N, N) mask broadcasts over
             # the batch without being copied per image.
@@ -221,7 +299,8 @@ class SwinTransformerBlock(nn.Module):
     Construction rule (as the reference): if min(input_resolution) <= window_size the block
     uses one window covering the map (window = min(input_resolution)) and no shift.
     ``attn_mask`` (shifted blocks only) is a persistent buffer for ``input_resolution``; other
-    sizes use masks computed once per size and cached in ``_mask_cache``.
+    sizes use bool masks from ``mask_cache``, a :class:`ShiftMaskCache` that the model (SwinIR,
+    DRCT) replaces by one shared by all its blocks (a block built alone has its own).
     """
 
     def __init__(self, dim, input_resolution, num_heads, window_size=7, shift_size=0, mlp_ratio=4., qkv_bias=True,
@@ -249,7 +328,7 @@ class SwinTransformerBlock(nn.Module):
 
         mask = self.calculate_mask(self.input_resolution) if self.shift_size > 0 else None
         self.register_buffer('attn_mask', mask)  # None registers nothing in the state dict
-        self._mask_cache = {}  # (H, W, device) -> mask; not part of the state dict
+        self.mask_cache = ShiftMaskCache()  # other sizes; a plain attribute, not in the state dict
 
     def calculate_mask(self, x_size):
         """Shift mask (nW, ws², ws²) for an (H, W) map; None for blocks without a shift."""
@@ -258,20 +337,13 @@ class SwinTransformerBlock(nn.Module):
         return shift_attention_mask(x_size[0], x_size[1], self.window_size, self.shift_size)
 
     def mask_for(self, x_size, device):
-        """The mask to use at ``x_size``: the buffer at the construction size, else a cached one."""
+        """The mask to use at ``x_size``: the (float) buffer at the construction size, else the
+        cached bool mask for that size (built once per size, on ``device``)."""
         if self.shift_size == 0:
             return None
         if tuple(x_size) == self.input_resolution and self.attn_mask is not None:
             return self.attn_mask
-        key = (int(x_size[0]), int(x_size[1]), str(device))
-        mask = self._mask_cache.get(key)
-        if mask is None:
-            # Only atomic dict operations: DataParallel replicas share this dict across threads.
-            if len(self._mask_cache) >= _MASK_CACHE_SIZE:
-                self._mask_cache.clear()
-            mask = self.calculate_mask(x_size).to(device)
-            self._mask_cache[key] = mask
-        return mask
+        return self.mask_cache.get(x_size[0], x_size[1], self.window_size, self.shift_size, device)
 
     def forward(self, x, x_size):
         h, w = x_size
@@ -414,6 +486,9 @@ class WindowSRMixin:
     # attention logits overflow float16 in long runs (both upstream repositories train in fp32):
     # use_amp without amp_bf16 trains these archs in bf16 (realsr.engine.train_step.resolve_precision)
     fp16_overflows = True
+    # the buffers (relative position index, shift masks, mean) never change in training: DDP need
+    # not re-broadcast them every forward (SwinIR-M: 19 MiB, DRCT-L: 126 MiB an iteration)
+    constant_buffers = True
 
     @staticmethod
     def _init_weights(m):
@@ -442,13 +517,42 @@ class WindowSRMixin:
                 m.attn_impl = attn_impl
         return self
 
+    def share_mask_cache(self, max_entries=_MASK_CACHE_SIZE):
+        """Give every Swin block of the model one :class:`ShiftMaskCache` (called at the end of
+        ``__init__``): a mask depends only on size, window, shift and device, so the shifted blocks
+        share it instead of each holding a copy. Returns the cache."""
+        cache = ShiftMaskCache(max_entries)
+        for m in self.modules():
+            if isinstance(m, SwinTransformerBlock):
+                m.mask_cache = cache
+        return cache
+
+    def mask_caches(self):
+        """The distinct :class:`ShiftMaskCache` objects used by the model's blocks (one normally)."""
+        caches = {}
+        for m in self.modules():
+            if isinstance(m, SwinTransformerBlock):
+                caches[id(m.mask_cache)] = m.mask_cache
+        return list(caches.values())
+
+    def train(self, mode=True):
+        """As ``nn.Module.train``; going from eval to training also empties the mask caches, so the
+        masks of validation sizes do not stay on the device through training (which normally runs
+        at the construction size and uses the ``attn_mask`` buffers)."""
+        if mode and not self.training:
+            for cache in self.mask_caches():
+                cache.clear()
+        return super().train(mode)
+
     def build_embedding(self, in_chans, embed_dim, depths, img_size, patch_size, img_range, ape, patch_norm,
                         mlp_ratio, norm_layer, drop_rate):
         """Mean and range normalisation, ``conv_first``, the patch (un)embedding and the optional
-        absolute position embedding, created in the originals' order (so a seeded init matches)."""
+        absolute position embedding, created in the originals' order (so a seeded init matches).
+        ``mean`` is a non-persistent buffer: it follows ``.to()`` but is not in the state dict."""
         self.img_range = img_range
-        self.mean = (torch.Tensor((0.4488, 0.4371, 0.4040)).view(1, 3, 1, 1) if in_chans == 3
-                     else torch.zeros(1, 1, 1, 1))
+        mean = (torch.tensor((0.4488, 0.4371, 0.4040)).view(1, 3, 1, 1) if in_chans == 3
+                else torch.zeros(1, 1, 1, 1))  # float32 values (as the originals), in the parameters' dtype
+        self.register_buffer('mean', mean.to(torch.get_default_dtype()), persistent=False)
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
         self.num_layers = len(depths)
         self.embed_dim = embed_dim
@@ -466,6 +570,10 @@ class WindowSRMixin:
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
             trunc_normal_(self.absolute_pos_embed, std=.02)
         self.pos_drop = nn.Dropout(p=drop_rate)
+
+    def image_mean(self, x):
+        """``mean`` in x's dtype (converted only when the module's dtype differs)."""
+        return self.mean if self.mean.dtype == x.dtype else self.mean.to(x.dtype)
 
     def run_layer(self, layer, x, x_size):
         return layer(x, x_size)
@@ -588,6 +696,7 @@ class SwinIR(WindowSRMixin, nn.Module):
             self.conv_last = nn.Conv2d(embed_dim, num_out_ch, 3, 1, 1)
 
         self.apply(self._init_weights)
+        self.share_mask_cache()
 
     def reflect_pad_multiple(self):
         """The official SwinIR forward pads to window_size."""
@@ -597,7 +706,7 @@ class SwinIR(WindowSRMixin, nn.Module):
         h, w = x.shape[2:]
         x = self.pad_input(x)
 
-        mean = self.mean.type_as(x)
+        mean = self.image_mean(x)
         x = (x - mean) * self.img_range
 
         if self.upsampler == 'pixelshuffle':
