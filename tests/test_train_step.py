@@ -463,9 +463,10 @@ def test_save_network_refuses_nan_and_keeps_previous_file(tmp_path):
 def test_huge_lr_stops_with_status_3_and_writes_only_finite_checkpoints(tmp_path):
     """lr 1e6 with Adam: the first step moves every weight by ~1e6, so the next forward overflows
     fp32 (nine convolutions with ~1e6 weights and ~100 inputs each: ~1e8 per layer) and every
-    later loss is NaN; the skipped steps leave the weights as they are, so the streak goes on, and with nonfinite_max_skips 2 and print_freq 1 the
-    run stops at iteration 3 with exit status 3 and a message; every checkpoint written is finite,
-    and iteration 2's (a skipped step) equals iteration 1's."""
+    later loss is NaN; the skipped steps leave the weights as they are, so the streak goes on, and
+    with nonfinite_max_skips 2 and print_freq 1 the run stops at iteration 3 with exit status 3 and
+    a message; every checkpoint written is finite, and iteration 2's (a skipped step) equals
+    iteration 1's."""
     folders = write_pair_folders(tmp_path / 'data', n_train=6)
     opt = train_options(folders, 'huge_lr', **{
         'train.optim_g.lr': 1e6, 'train.warmup_iter': -1, 'train.nonfinite_max_skips': 2, 'train.total_iter': 8,
