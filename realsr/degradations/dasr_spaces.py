@@ -39,6 +39,10 @@ from DASR's list ``2v + 1 for v in range(ceil(min / 2), ceil(max / 2))`` ({9, 11
 a sinc kernel in a blur slot (``sinc_prob* > 0``, which the reference cannot record and crashes on)
 gives 0 for its sigma and rotation slots; ``per_sample: true`` is not supported here (a space
 is one choice per batch, as in DASR).
+
+One device sync per call: the space coin is drawn together with the chosen space's 16 per-batch
+numbers and fetched with them (so, when the space is drawn, these come before the kernels); the
+vector is filled from those host values and the device tensors, no constant is copied per call.
 """
 import math
 
@@ -127,10 +131,10 @@ class OneStageDegradation(SecondOrderDegradation):
         self.suffix = suffix
 
     @torch.no_grad()
-    def __call__(self, gt, generator, kernels=None):
+    def __call__(self, gt, generator, kernels=None, batch_numbers=None):
         kernels = self._check_call(gt, generator, kernels)
         _, _, ori_h, ori_w = gt.shape
-        self.last_params = p = self._batch_choices(generator)
+        self.last_params = p = self._batch_choices(generator, batch_numbers)
         out = self._first_order(gt, kernels['kernel1'], generator)
         out = self._interpolate(out, p['mode_final'], size=(ori_h // self.scale, ori_w // self.scale))
         return self.quantize(out)
@@ -143,6 +147,12 @@ def _severe_kernel_opt(train_opt):
                       final_kernel_range=stages['2'].kernel_range,  # the reference draws it from list 2
                       final_sinc_prob=_pick(train_opt, 'final_sinc_prob', 0.8))
     return kernel_opt, stages
+
+
+def _fill(vec, column, value):
+    """Set a column of ``vec`` to the host number ``value`` with ``fill_`` (an indexed assignment
+    of a Python number first makes a tensor of it)."""
+    vec[:, column].fill_(value)
 
 
 def _normalise(value, bounds):
@@ -191,8 +201,8 @@ class DASRDegradation:
             space.to(device)
         return self
 
-    def choose_space(self, generator):
-        u = float(torch.rand(1, generator=generator, device=generator.device, dtype=torch.float64))
+    def _pick_space(self, u):
+        """The space chosen by the uniform number ``u`` (a host float) with ``degree_prob``."""
         acc = 0.0
         for name, p in zip(self.names, self.probs):
             acc += p
@@ -200,19 +210,31 @@ class DASRDegradation:
                 return name
         return self.names[-1]
 
+    def choose_space(self, generator):
+        """A space drawn on its own (this reads one number back: not used by :meth:`__call__`)."""
+        return self._pick_space(float(torch.rand(1, generator=generator, device=generator.device,
+                                                 dtype=torch.float64)))
+
     @torch.no_grad()
     def __call__(self, gt, generator, space=None):
-        """Degrade ``gt`` in one space (``space``, or one drawn with ``degree_prob``)."""
-        name = space or self.choose_space(generator)
-        if name not in self.spaces:
-            raise ValueError(f'degradation space {name!r} is not in degree_list {self.names}')
-        deg = self.spaces[name]
+        """Degrade ``gt`` in one space (``space``, or one drawn with ``degree_prob``).
+
+        One device sync per call: when the space is drawn, its coin is drawn with the space's
+        per-batch numbers and fetched with them (before the kernels, which depend on the space);
+        a given space draws its kernels and then its numbers, as the space alone does."""
+        batch_numbers = None
+        if space is None:
+            coin, *batch_numbers = SecondOrderDegradation.draw_batch_numbers(generator, extra=1)
+            space = self._pick_space(coin)
+        if space not in self.spaces:
+            raise ValueError(f'degradation space {space!r} is not in degree_list {self.names}')
+        name, deg = space, self.spaces[space]
         kernel_params = deg.kernels.sample_params(gt.size(0), generator, gt.device)
         if isinstance(deg, OneStageDegradation):  # drawn for a fixed random stream, but only kernel1 is applied
             kernels = deg.kernels.build({'kernel1': kernel_params['kernel1']})
         else:
             kernels = deg.kernels.build(kernel_params)
-        lq = deg(gt, generator, kernels)
+        lq = deg(gt, generator, kernels, batch_numbers)
         self.last_space = name
         params = self.param_vector(name, kernel_params, deg.last_params, gt.size(0), gt.device)
         return lq, params
@@ -234,19 +256,19 @@ class DASRDegradation:
             vec[:, 8] = _normalise(size, stages[''].size_range)
             vec[:, 9] = _normalise(omega, OMEGA_RANGE)
             if choices['second_blur']:
-                vec[:, 9] = 1.0  # the reference records the second blur in the omega slot
+                _fill(vec, 9, 1.0)  # the reference records the second blur in the omega slot
         opt = deg.opt
-        vec[:, 10] = _normalise(choices['factor1'], opt['resize_range'])
-        vec[:, 11 + RESIZE_MODES.index(choices['mode1'])] = 1.0
+        _fill(vec, 10, _normalise(choices['factor1'], opt['resize_range']))
+        _fill(vec, 11 + RESIZE_MODES.index(choices['mode1']), 1.0)
         vec[:, 18:22] = self._noise_slots(choices, '1', '', opt)
         vec[:, 26] = _normalise(choices['jpeg1'].double(), opt['jpeg_range'])
         if two_stage:
-            vec[:, 14] = _normalise(choices['factor2'], opt['resize_range2'])
-            vec[:, 15 + RESIZE_MODES.index(choices['mode2'])] = 1.0
+            _fill(vec, 14, _normalise(choices['factor2'], opt['resize_range2']))
+            _fill(vec, 15 + RESIZE_MODES.index(choices['mode2']), 1.0)
             vec[:, 22:26] = self._noise_slots(choices, '2', '2', opt)
             vec[:, 27] = _normalise(choices['jpeg2'].double(), opt['jpeg_range2'])
-            vec[:, 28 if choices['order_a'] else 29] = 1.0
-        vec[:, 30 + RESIZE_MODES.index(choices['mode_final'])] = 1.0
+            _fill(vec, 28 if choices['order_a'] else 29, 1.0)
+        _fill(vec, 30 + RESIZE_MODES.index(choices['mode_final']), 1.0)
         return vec.float()
 
     @staticmethod
@@ -263,12 +285,15 @@ class DASRDegradation:
 
     @staticmethod
     def _noise_slots(choices, index, suffix, opt):
+        """level, gray flag, one-hot type (Gaussian, Poisson), filled from host values: no
+        constant tensor is copied to the device."""
         gaussian = choices[f'gaussian{index}']
         key = f'noise_range{suffix}' if gaussian else f'poisson_scale_range{suffix}'
         level = _normalise(choices[f'noise{index}'].double(), opt[key])
         gray = choices[f'gray{index}'].double()
-        onehot = torch.tensor([1.0, 0.0] if gaussian else [0.0, 1.0], dtype=torch.float64, device=level.device)
-        return torch.cat((level[:, None], gray[:, None], onehot.expand(level.size(0), 2)), dim=1)
+        onehot = level.new_zeros(level.size(0), 2)
+        _fill(onehot, 0 if gaussian else 1, 1.0)
+        return torch.cat((level[:, None], gray[:, None], onehot), dim=1)
 
     # -- state -------------------------------------------------------------------------------
     def __repr__(self):

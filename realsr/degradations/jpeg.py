@@ -88,14 +88,18 @@ class DiffJPEG(nn.Module):
 
     Args:
         differentiable: use :func:`diff_round` instead of ``torch.round`` for the coefficients.
+        check_quality: refuse qualities <= 0 given as a CPU tensor (reading the values is free there;
+            on a GPU it would be a device sync, so GPU tensors are never checked). The degradation
+            pipeline turns it off: its qualities come from its validated ``jpeg_range``.
 
     ``forward(x, quality)``: ``quality`` is a number (all samples) or a (b,) tensor / sequence (one per
     sample, continuous values allowed). Returns a new tensor shaped like ``x``.
     """
 
-    def __init__(self, differentiable=True):
+    def __init__(self, differentiable=True, check_quality=True):
         super().__init__()
         self.differentiable = differentiable
+        self.check_quality = check_quality
         basis, alpha2 = _dct_basis()
         # The DCT constants are float32 like the reference's; they are cast to the image dtype on use.
         self.register_buffer('dct_basis', torch.from_numpy(basis).float(), persistent=False)
@@ -137,7 +141,7 @@ class DiffJPEG(nn.Module):
             quality = quality.expand(b)
         if quality.shape != (b, ):
             raise ValueError(f'DiffJPEG: quality must be a number or a ({b},) tensor, got shape {tuple(quality.shape)}')
-        if quality.device.type == 'cpu' and bool((quality <= 0).any()):  # no device sync on accelerators
+        if self.check_quality and quality.device.type == 'cpu' and bool((quality <= 0).any()):  # no GPU sync
             raise ValueError(f'DiffJPEG: quality must be > 0, got {quality.tolist()}')
         return quality_to_factor(quality).view(b, 1, 1, 1)
 

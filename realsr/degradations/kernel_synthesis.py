@@ -12,10 +12,16 @@ This module draws the same distribution for a whole batch at once, as tensors, w
   symmetrically (what the reference dataset does).
 * :class:`KernelSynthesizer` holds the dataset's kernel options (``kernel_list``,
   ``kernel_prob``, ``blur_sigma``, ``betag_range``, ``betap_range``, ``sinc_prob``, the same with
-  suffix ``2``, and ``final_sinc_prob``) and samples the three kernels for a batch.
+  suffix ``2``, and ``final_sinc_prob``) and samples the three kernels for a batch: every
+  parameter of the three kernels of every sample from ONE ``torch.rand`` call (each kind, the sinc
+  included, by inverse CDF from one uniform number), then all kernels from ONE
+  :func:`build_kernels` call (every kernel type is evaluated for the batch and each sample keeps
+  its own): about 150 small torch ops per batch whatever its size, and no value read back.
 
-No numpy and no scipy are used here, and there is no Python loop over samples.
+No numpy and no scipy are used here, there is no Python loop over samples or kernel types, and
+the constants (grid, quadrature, option tables) are built once per device.
 """
+import itertools
 import math
 import numbers
 
@@ -24,7 +30,7 @@ import torch
 __all__ = [
     'KERNEL_TYPES', 'MIXED_KERNEL_TYPES', 'KIND_CODES', 'ISO', 'ANISO', 'GENERALIZED_ISO', 'GENERALIZED_ANISO',
     'PLATEAU_ISO', 'PLATEAU_ANISO', 'SINC', 'PULSE', 'DEFAULT_KERNEL_RANGE', 'REFERENCE_KERNEL_SIZE', 'bessel_j1',
-    'build_kernels', 'KernelSynthesizer'
+    'build_kernels', 'KernelSynthesizer', 'STAGES'
 ]
 
 #: Kernel kinds, in the order of their int64 codes.
@@ -45,11 +51,43 @@ _ISOTROPIC = (ISO, GENERALIZED_ISO, PLATEAU_ISO)
 _PARAMETRIC = (ISO, ANISO, GENERALIZED_ISO, GENERALIZED_ANISO, PLATEAU_ISO, PLATEAU_ANISO)
 
 
-def _isin(kind, codes):
-    out = torch.zeros_like(kind, dtype=torch.bool)
-    for code in codes:  # a loop over a handful of kind codes, not over samples
-        out |= kind == code
-    return out
+# -- per-device constants ---------------------------------------------------------------------
+# Every constant the synthesis needs is built once per device (and dtype) and kept here: a tensor
+# made from host data per batch is a host-to-device copy per batch on a GPU.
+_CONSTANTS = {}
+
+
+def _constant(key, device, make):
+    """``make()`` (CPU tensors: one or a tuple) moved to ``device``, built on the first use only."""
+    key = (key, str(torch.device(device)))
+    if key not in _CONSTANTS:
+        made = make()
+        _CONSTANTS[key] = tuple(t.to(device) for t in made) if isinstance(made, tuple) else made.to(device)
+    return _CONSTANTS[key]
+
+
+# One row per kind code: whether the kind uses sig_x, sig_y, theta, beta, omega (in that order),
+# then whether it is isotropic, generalized, plateau, a pulse. One table lookup per batch
+# replaces a comparison per kind code.
+_PARAM_NAMES = ('sig_x', 'sig_y', 'theta', 'beta', 'omega')
+_UNUSED_VALUES = (1.0, 1.0, 0.0, 1.0, 1.0)  # what build_kernels puts in a parameter a kind does not use
+_NONE_VALUES = (1.0, 1.0, 0.0, 1.0, math.pi)  # what it puts in a used parameter given as None
+
+
+def _kind_flags():
+    rows = []
+    for code in range(len(KERNEL_TYPES)):
+        param = code in _PARAMETRIC
+        rows.append((param, param, param, code in _GENERALIZED + _PLATEAU, code == SINC, code in _ISOTROPIC,
+                     code in _GENERALIZED, code in _PLATEAU, code == PULSE))
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def _flags(kind):
+    """Per-sample flags of ``kind`` (any shape): ``(uses, iso, generalized, plateau, pulse)``,
+    ``uses`` with a last dimension over :data:`_PARAM_NAMES`."""
+    flags = _constant('kind_flags', kind.device, _kind_flags)[kind]
+    return (flags[..., :5], ) + flags[..., 5:].unbind(-1)
 
 
 # -- Bessel J1 ------------------------------------------------------------------------------
@@ -63,49 +101,57 @@ _J1_SWITCH = 25.0
 _J1_INTERVALS = 32
 
 
+def _j1_quadrature(dtype):
+    """Nodes t, weights and -sin(t) of the trapezoidal rule on [0, pi]."""
+    tau = torch.linspace(0.0, math.pi, _J1_INTERVALS + 1, dtype=dtype)
+    weight = torch.full_like(tau, 1.0 / _J1_INTERVALS)
+    weight[0] = weight[-1] = 0.5 / _J1_INTERVALS
+    return tau, weight, -torch.sin(tau)
+
+
 def bessel_j1(x):
     """Bessel function of the first kind of order 1, accurate to ~1e-15 in float64."""
     x = torch.as_tensor(x)
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
-    tau = torch.linspace(0.0, math.pi, _J1_INTERVALS + 1, dtype=x.dtype, device=x.device)
-    weight = torch.full_like(tau, 1.0 / _J1_INTERVALS)
-    weight[0] = weight[-1] = 0.5 / _J1_INTERVALS
+    tau, weight, neg_sin = _constant(('j1', x.dtype), x.device, lambda: _j1_quadrature(x.dtype))
     small = x.abs() <= _J1_SWITCH
-    xs = torch.where(small, x, torch.zeros_like(x)).unsqueeze(-1)
-    phase = torch.addcmul(tau, xs, -torch.sin(tau))  # t - x sin t, shape (..., intervals + 1)
+    xs = torch.where(small, x, 0.0).unsqueeze(-1)
+    phase = torch.addcmul(tau, xs, neg_sin)  # t - x sin t, shape (..., intervals + 1)
     integral = phase.cos_() @ weight
     return torch.where(small, integral, torch.special.bessel_j1(x))
 
 
 # -- grids ----------------------------------------------------------------------------------
-_GRID_CACHE = {}
+def _make_grid(out_size):
+    axis = torch.arange(out_size, dtype=torch.float64) - (out_size - 1) / 2
+    r2 = axis.view(-1, 1)**2 + axis.view(1, -1)**2  # integers, exact in float64
+    r2_unique, radius_index = torch.unique(r2, sorted=True, return_inverse=True)
+    x, y = axis.view(1, -1), axis.view(-1, 1)  # column offset, row offset
+    quad_basis = torch.stack(((x * x).expand(out_size, -1), x * y, (y * y).expand(-1, out_size))).view(3, -1)
+    radii = r2_unique.sqrt()
+    safe_r = torch.where(radii > 0, radii, 1.0)  # the centre's jinc is set apart
+    centre = (radius_index == 0).to(torch.float64)
+    return (axis.abs().view(1, 1, -1), axis.abs().view(1, -1, 1), radii > 0, safe_r, radius_index, quad_basis,
+            centre)
 
 
 def _grid(out_size, device):
-    """Column/row offsets of an ``out_size`` grid and its distinct squared radii.
-
-    Returns ``(x, y, radii, radius_index, quad_basis)``: ``x`` (1, 1, n) column offsets, ``y``
-    (1, n, 1) row offsets, ``radii`` (U,) the distinct distances to the centre in increasing order
-    (``radii[0] == 0``), ``radius_index`` (n, n) int64 mapping every tap to its entry in ``radii``,
-    and ``quad_basis`` (3, n*n) the rows x^2, x*y, y^2.
-    """
-    key = (out_size, str(device))
-    if key not in _GRID_CACHE:
-        axis = torch.arange(out_size, dtype=torch.float64) - (out_size - 1) / 2
-        r2 = axis.view(-1, 1)**2 + axis.view(1, -1)**2  # integers, exact in float64
-        r2_unique, radius_index = torch.unique(r2, sorted=True, return_inverse=True)
-        x, y = axis.view(1, -1), axis.view(-1, 1)  # column offset, row offset
-        quad_basis = torch.stack(((x * x).expand(out_size, -1), x * y, (y * y).expand(-1, out_size))).view(3, -1)
-        _GRID_CACHE[key] = (axis.view(1, 1, -1).to(device), axis.view(1, -1, 1).to(device),
-                            r2_unique.sqrt().to(device), radius_index.to(device), quad_basis.to(device))
-    return _GRID_CACHE[key]
+    """Constants of an ``out_size`` grid, built once per device: ``(abs_x, abs_y, off_centre,
+    safe_r, radius_index, quad_basis, centre)``. ``abs_x`` (1, 1, n) / ``abs_y`` (1, n, 1): the
+    absolute column / row offsets from the centre; ``safe_r`` (U,): the distinct distances to the
+    centre in increasing order, with 1 in place of the centre's 0 (``off_centre`` is False there
+    only); ``radius_index`` (n, n) int64: every tap's entry in ``safe_r``; ``quad_basis`` (3, n*n):
+    the rows x^2, x*y, y^2; ``centre`` (n, n) float64: 1 at the centre tap, else 0."""
+    return _constant(('grid', out_size), device, lambda: _make_grid(out_size))
 
 
 def _per_sample(value, batch, device, fill):
     """A float64 (b,) tensor on ``device`` from a tensor, a number or None (-> ``fill``)."""
     if value is None:
         value = fill
+    if isinstance(value, numbers.Real):  # filled on the device, not copied from the host
+        return torch.full((batch, ), float(value), dtype=torch.float64, device=device)
     t = torch.as_tensor(value, dtype=torch.float64, device=device).reshape(-1)
     if t.numel() == 1:
         return t.expand(batch)
@@ -170,22 +216,17 @@ def build_kernels(kind,
             raise ValueError(f'build_kernels: sizes must be odd and between 1 and out_size={out_size}, '
                              f'got {sorted(set(size[bad].tolist()))}')
 
-    f64 = torch.float64
-    x, y, radii, radius_index, quad_basis = _grid(out_size, device)
-    is_sinc = kind == SINC
-    is_pulse = kind == PULSE
-    is_param = ~(is_sinc | is_pulse)
-    is_iso = _isin(kind, _ISOTROPIC)
-    is_plateau = _isin(kind, _PLATEAU)
-    uses_beta = _isin(kind, _GENERALIZED + _PLATEAU)
-    one = torch.ones((), dtype=f64, device=device)
-    zero = torch.zeros((), dtype=f64, device=device)
+    abs_x, abs_y, off_centre, safe_r, radius_index, quad_basis, centre = _grid(out_size, device)
+    uses, is_iso, _, is_plateau, is_pulse = _flags(kind)
+    is_sinc = uses[:, 4]  # only the sinc uses omega
+    given = torch.stack([_per_sample(value, batch, device, fill)
+                         for value, fill in zip((sig_x, sig_y, theta, beta, omega), _NONE_VALUES)], dim=1)
+    unused = _constant('unused_values', device, lambda: torch.tensor(_UNUSED_VALUES, dtype=torch.float64))
+    sx, sy, th, be, om = torch.where(uses, given, unused).unbind(1)
+    sy = torch.where(is_iso, sx, sy)  # isotropic kinds: sig_y = sig_x and no rotation
+    th = torch.where(is_iso, 0.0, th)
 
     # Gaussian, generalized Gaussian and plateau: d = p^T S^-1 p with S^-1 = R diag(1/sx^2, 1/sy^2) R^T.
-    sx = torch.where(is_param, _per_sample(sig_x, batch, device, 1.0), one)
-    sy = torch.where(is_iso, sx, torch.where(is_param, _per_sample(sig_y, batch, device, 1.0), one))
-    th = torch.where(is_param & ~is_iso, _per_sample(theta, batch, device, 0.0), zero)
-    be = torch.where(uses_beta, _per_sample(beta, batch, device, 1.0), one)
     cos, sin = torch.cos(th), torch.sin(th)
     px, py = 1.0 / sx**2, 1.0 / sy**2
     # d = a x^2 + 2 b x y + c y^2 as one (b, 3) x (3, n*n) product
@@ -196,19 +237,15 @@ def build_kernels(kind,
     kernel = torch.where(is_plateau.view(-1, 1, 1), 1.0 / (1.0 + dp), torch.exp(-0.5 * dp))
 
     # Sinc (jinc), evaluated once per distinct radius and gathered onto the grid.
-    om = torch.where(is_sinc, _per_sample(omega, batch, device, math.pi), one).view(-1, 1)
-    safe_r = torch.where(radii > 0, radii, one)
+    om = om.view(-1, 1)
     jinc = om * bessel_j1(om * safe_r) / (2 * math.pi * safe_r)
-    jinc = torch.where(radii > 0, jinc, om**2 / (4 * math.pi))
+    jinc = torch.where(off_centre, jinc, om**2 / (4 * math.pi))
     jinc = jinc[:, radius_index]
     kernel = torch.where(is_sinc.view(-1, 1, 1), jinc, kernel)
-
-    centre = (radius_index == 0).to(f64)
     kernel = torch.where(is_pulse.view(-1, 1, 1), centre, kernel)
 
-    half = torch.where(is_pulse, torch.zeros_like(size), (size - 1) // 2).view(-1, 1, 1)
-    inside = (x.abs() <= half) & (y.abs() <= half)
-    kernel = torch.where(inside, kernel, zero)
+    half = torch.where(is_pulse, 0, (size - 1) // 2).view(-1, 1, 1)
+    kernel = torch.where((abs_x <= half) & (abs_y <= half), kernel, 0.0)
     kernel = kernel / kernel.sum(dim=(-2, -1), keepdim=True)
     return kernel.to(dtype)
 
@@ -340,6 +377,26 @@ def _uniform(low, high, u):
     return low + (high - low) * u
 
 
+#: The three kernels of a sample, in the order of their rows in a draw.
+STAGES = ('kernel1', 'kernel2', 'sinc_kernel')
+_DRAWS = 8  # uniform numbers per sample and kernel: size, kind, omega, sig_x, sig_y, theta, beta branch, beta
+
+
+def _split_rows(rows):
+    """{key: (3, b) tensor} -> {stage: {key: (b,) tensor}}."""
+    rows = {key: value.unbind(0) for key, value in rows.items()}
+    return {name: {key: value[i] for key, value in rows.items()} for i, name in enumerate(STAGES)}
+
+
+def _kind_table(codes, probs, width):
+    """(cdf, codes) padded to ``width`` for drawing a kind code with one uniform number. From the
+    last kind with a positive probability on, the bound is infinite: rounding in the sums can
+    then neither select a kind of probability 0 nor run past the table."""
+    last = max(i for i, p in enumerate(probs) if p > 0)
+    cdf = list(itertools.accumulate(probs))[:last] + [math.inf] * (width - last)
+    return cdf, tuple(codes) + (codes[-1], ) * (width - len(codes))
+
+
 class KernelSynthesizer:
     """Draws Real-ESRGAN's three per-sample kernels for a whole batch, on any device.
 
@@ -368,6 +425,8 @@ class KernelSynthesizer:
         self.final_sizes = sizes_final
         problems.raise_if_any()
         self.out_size = max((REFERENCE_KERNEL_SIZE, ) + sizes1 + sizes2 + sizes_final)
+        self._cpu_tables = self._make_tables()
+        self._tables = {}  # device -> the tables on it
 
     def __repr__(self):
         return (f'{type(self).__name__}(out_size={self.out_size}, '
@@ -376,67 +435,67 @@ class KernelSynthesizer:
                 f'final_sinc_prob={self.final_sinc_prob})')
 
     # -- drawing ----------------------------------------------------------------------------
-    @staticmethod
-    def _draw_sizes(sizes, batch, generator, gdev):
-        table = torch.tensor(sizes, dtype=torch.int64, device=gdev)
-        return table[torch.randint(len(sizes), (batch, ), generator=generator, device=gdev)]
+    def _make_tables(self):
+        """The options of the three kernels as (CPU) tensors, one row per kernel (kernel1, kernel2,
+        sinc_kernel), so that the three are drawn by the same few ops:
 
-    def _draw_blur(self, stage, batch, generator, gdev):
-        f64 = torch.float64
+        * ``ranges`` (10, 3, 1) float64: smallest size, number of sizes, omega's lower bound below
+          size 13 and from 13 on, blur_sigma, betag_range, betap_range (low, high each);
+        * ``cdf`` / ``codes`` (3, K): a kind is ``codes[searchsorted(cdf, u, right=True)]`` for one
+          uniform ``u``: the sinc (``sinc_prob``), then ``kernel_list`` with ``(1 - sinc_prob) *
+          kernel_prob`` for the blur kernels; the sinc (``final_sinc_prob``) or the pulse for the last.
+        """
+        rows, kinds = [], []
+        for stage in (self.stage1, self.stage2):
+            rows.append((stage.sizes[0], len(stage.sizes), math.pi / 3, math.pi / 5) + stage.blur_sigma +
+                        stage.betag_range + stage.betap_range)
+            kinds.append(((SINC, ) + stage.kinds,
+                          (stage.sinc_prob, ) + tuple((1 - stage.sinc_prob) * p for p in stage.probs)))
+        rows.append((self.final_sizes[0], len(self.final_sizes), math.pi / 3, math.pi / 3) + (1.0, ) * 6)
+        kinds.append(((SINC, PULSE), (self.final_sinc_prob, 1 - self.final_sinc_prob)))
+        width = max(len(codes) for codes, _ in kinds)
+        cdf, codes = zip(*(_kind_table(c, p, width) for c, p in kinds))
+        ranges = torch.tensor(rows, dtype=torch.float64).t().unsqueeze(-1)
+        return ranges, torch.tensor(cdf, dtype=torch.float64), torch.tensor(codes, dtype=torch.int64)
 
-        def rand():
-            return torch.rand(batch, generator=generator, device=gdev, dtype=f64)
+    def _tables_on(self, device):
+        key = str(device)
+        if key not in self._tables:  # moved once per device
+            self._tables[key] = tuple(t.to(device) for t in self._cpu_tables)
+        return self._tables[key]
 
-        nan = torch.tensor(float('nan'), dtype=f64, device=gdev)
-        size = self._draw_sizes(stage.sizes, batch, generator, gdev)
-        is_sinc = rand() < stage.sinc_prob
-        omega_low = torch.where(size < 13, torch.tensor(math.pi / 3, dtype=f64, device=gdev),
-                                torch.tensor(math.pi / 5, dtype=f64, device=gdev))
-        omega = _uniform(omega_low, math.pi, rand())
-        probs = torch.tensor(stage.probs, dtype=f64, device=gdev)
-        if batch:
-            choice = torch.multinomial(probs, batch, replacement=True, generator=generator)
-        else:  # multinomial refuses to draw nothing
-            choice = torch.zeros(0, dtype=torch.int64, device=gdev)
-        kind = torch.tensor(stage.kinds, dtype=torch.int64, device=gdev)[choice]
-        sig_x = _uniform(*stage.blur_sigma, rand())
-        sig_y = _uniform(*stage.blur_sigma, rand())
-        theta = _uniform(-math.pi, math.pi, rand())
-        lower = rand() < 0.5
-        u_beta = rand()
-        generalized = _isin(kind, _GENERALIZED)
-        betag = torch.tensor(stage.betag_range, dtype=f64, device=gdev)
-        betap = torch.tensor(stage.betap_range, dtype=f64, device=gdev)
-        low = torch.where(generalized, betag[0], betap[0])
-        high = torch.where(generalized, betag[1], betap[1])
-        beta = torch.where(lower, _uniform(low, 1.0, u_beta), _uniform(1.0, high, u_beta))
+    def _draw(self, batch, generator, gdev):
+        """The parameters of the three kernels as (3, b) tensors (rows: kernel1, kernel2,
+        sinc_kernel), all from ONE uniform draw of shape (8, 3, b); no value is read back."""
+        ranges, cdf, codes = self._tables_on(gdev)
+        size_low, size_count, omega_small, omega_large, sig_lo, sig_hi, bg_lo, bg_hi, bp_lo, bp_hi = ranges.unbind(0)
+        u = torch.rand(_DRAWS, 3, batch, generator=generator, device=gdev, dtype=torch.float64)
+        u_size, u_kind, u_omega, u_sig_x, u_sig_y, u_theta, u_branch, u_beta = u.unbind(0)
 
-        iso = _isin(kind, _ISOTROPIC)
-        sig_y = torch.where(iso, sig_x, sig_y)
-        theta = torch.where(iso, torch.zeros_like(theta), theta)
-        beta = torch.where(_isin(kind, _GENERALIZED + _PLATEAU), beta, nan)
-        kind = torch.where(is_sinc, torch.full_like(kind, SINC), kind)
-        sig_x, sig_y, theta, beta = (torch.where(is_sinc, nan, v) for v in (sig_x, sig_y, theta, beta))
-        omega = torch.where(is_sinc, omega, nan)
-        return dict(kind=kind, size=size, sig_x=sig_x, sig_y=sig_y, theta=theta, beta=beta, omega=omega)
+        # the size: uniform over the odd sizes low, low + 2, ...; the kind: inverse CDF
+        size = (size_low + 2 * torch.minimum(torch.floor(u_size * size_count), size_count - 1)).long()
+        kind = codes.gather(1, torch.searchsorted(cdf, u_kind, right=True))
+        uses, iso, generalized, _, pulse = _flags(kind)
+        # the sinc's cutoff: U(pi/3, pi) below size 13, U(pi/5, pi) from 13 on (blur kernels)
+        omega = _uniform(torch.where(size < 13, omega_small, omega_large), math.pi, u_omega)
+        sig_x = _uniform(sig_lo, sig_hi, u_sig_x)
+        sig_y = torch.where(iso, sig_x, _uniform(sig_lo, sig_hi, u_sig_y))
+        theta = torch.where(iso, 0.0, _uniform(-math.pi, math.pi, u_theta))
+        # beta: U(low, 1) or U(1, high) with probability 1/2 each, over the kind's own range
+        low, high = torch.where(generalized, bg_lo, bp_lo), torch.where(generalized, bg_hi, bp_hi)
+        beta = torch.where(u_branch < 0.5, _uniform(low, 1.0, u_beta), _uniform(1.0, high, u_beta))
 
-    def _draw_final(self, batch, generator, gdev):
-        f64 = torch.float64
-        nan = torch.full((batch, ), float('nan'), dtype=f64, device=gdev)
-        size = self._draw_sizes(self.final_sizes, batch, generator, gdev)
-        is_sinc = torch.rand(batch, generator=generator, device=gdev, dtype=f64) < self.final_sinc_prob
-        omega = _uniform(math.pi / 3, math.pi, torch.rand(batch, generator=generator, device=gdev, dtype=f64))
-        kind = torch.where(is_sinc, SINC, PULSE).to(torch.int64)
-        size = torch.where(is_sinc, size, torch.ones_like(size))  # a pulse is a 1x1 kernel
-        omega = torch.where(is_sinc, omega, nan)
-        return dict(kind=kind, size=size, sig_x=nan, sig_y=nan, theta=nan, beta=nan, omega=omega)
+        values = torch.where(uses, torch.stack((sig_x, sig_y, theta, beta, omega), dim=-1), math.nan)
+        size = torch.where(pulse, 1, size)  # a pulse is a 1x1 kernel
+        return dict(kind=kind, size=size, **dict(zip(_PARAM_NAMES, values.unbind(-1))))
 
     def sample_params(self, batch, generator=None, device=None):
         """Draw the parameters of the three kernels of ``batch`` samples.
 
-        Every random choice is a tensor drawn with ``generator`` on the generator's device (the
-        default generator of ``device`` when ``generator`` is None). The draws are the same
-        sequence whatever the outcomes, so a seeded generator and a batch size fix the result.
+        Every random choice is drawn with ``generator`` on the generator's device (the default
+        generator of ``device`` when ``generator`` is None), all in one ``torch.rand`` call of
+        shape (8, 3, batch), so a seeded generator and a batch size fix the result; nothing is read
+        back to the host.
 
         Returns:
             dict: ``kernel1`` / ``kernel2`` / ``sinc_kernel`` -> dict of (b,) tensors on ``device``:
@@ -444,22 +503,29 @@ class KernelSynthesizer:
             ``sig_x``, ``sig_y``, ``theta``, ``beta``, ``omega`` (float64; NaN where the kind does
             not use the parameter; isotropic kinds report ``sig_y = sig_x`` and ``theta = 0``).
         """
+        return _split_rows(self._draw_to(batch, generator, device))
+
+    def _draw_to(self, batch, generator, device):
+        """:meth:`_draw` on the generator's device, moved to ``device``."""
         if generator is not None:
             gdev = generator.device
         else:
             gdev = torch.device(device) if device is not None else torch.device('cpu')
         device = torch.device(device) if device is not None else gdev
-        params = dict(kernel1=self._draw_blur(self.stage1, batch, generator, gdev),
-                      kernel2=self._draw_blur(self.stage2, batch, generator, gdev),
-                      sinc_kernel=self._draw_final(batch, generator, gdev))
-        return {name: {k: v.to(device) for k, v in p.items()} for name, p in params.items()}
+        return {key: value.to(device) for key, value in self._draw(batch, generator, gdev).items()}
 
     def build(self, params, dtype=torch.float32):
-        """Kernels (b, out_size, out_size) for each entry of :meth:`sample_params`'s result."""
-        return {
-            name: build_kernels(**p, out_size=self.out_size, dtype=dtype, check=False)
-            for name, p in params.items()
-        }
+        """Kernels (b, out_size, out_size) for each entry of :meth:`sample_params`'s result, all
+        built by one :func:`build_kernels` call."""
+        names = list(params)
+        if not names:
+            return {}
+        if len(names) == 1:
+            joined = params[names[0]]
+        else:
+            joined = {key: torch.cat([params[name][key] for name in names]) for key in params[names[0]]}
+        kernels = build_kernels(**joined, out_size=self.out_size, dtype=dtype, check=False)
+        return dict(zip(names, kernels.split([params[name]['kind'].numel() for name in names])))
 
     def sample(self, batch, generator=None, device=None, dtype=torch.float32, return_params=False):
         """Draw ``kernel1``, ``kernel2`` and ``sinc_kernel`` for ``batch`` samples.
@@ -474,6 +540,9 @@ class KernelSynthesizer:
         Returns:
             dict of (b, out_size, out_size) tensors, or ``(kernels, params)`` with return_params.
         """
-        params = self.sample_params(batch, generator=generator, device=device)
-        kernels = self.build(params, dtype=dtype)
-        return (kernels, params) if return_params else kernels
+        rows = self._draw_to(batch, generator, device)
+        # the three kernels of every sample in one build_kernels call, as build() does
+        kernels = build_kernels(**{key: value.reshape(-1) for key, value in rows.items()}, out_size=self.out_size,
+                                dtype=dtype, check=False)
+        kernels = dict(zip(STAGES, kernels.view(len(STAGES), batch, self.out_size, self.out_size).unbind(0)))
+        return (kernels, _split_rows(rows)) if return_params else kernels

@@ -6,10 +6,15 @@ Torch functions (``*_pt``) take RGB (b, c, h, w) tensors in [0, 1]; ``sigma``/``
 ``generator=None`` (the global RNG) and ``torch.manual_seed`` they reproduce BasicSR bit-exactly on
 CPU:
 
-* Gaussian: ``randn(h, w)`` (only if any sample is gray), then ``randn(b, c, h, w)``;
+* Gaussian: ``randn(h, w)`` (the gray field), then ``randn(b, c, h, w)``;
   random variants first draw ``rand(b)`` (sigma) and ``rand(b)`` (gray flag).
-* Poisson: ``poisson`` on the gray image (b, 1, h, w) (only if any sample is gray), then on the
-  colour image (b, c, h, w); random variants first draw ``rand(b)`` (scale) and ``rand(b)`` (gray).
+* Poisson: ``poisson`` on the gray image (b, 1, h, w), then on the colour image (b, c, h, w);
+  random variants first draw ``rand(b)`` (scale) and ``rand(b)`` (gray).
+
+The gray field is drawn when ``gray_noise`` is a (b,) tensor, whatever its values, or a number
+> 0. BasicSR draws it only when some flag is set, which it tests on the host: so with per-sample
+flags that are all 0 the streams differ (the noise itself is the same function of the draws);
+with at least one gray sample, or a number, they are the same.
 
 Semantics kept from the reference:
 
@@ -19,9 +24,10 @@ Semantics kept from the reference:
   to the unquantised image; the gray version uses ``0.2989 R + 0.587 G + 0.114 B``.
 
 Differences: a number ``sigma`` combined with a gray tensor works for any batch (BasicSR raises for
-b > 1); ``n`` is counted for the whole batch at once (no per-sample loop); every random function
-takes a keyword-only ``generator``; the random ``add`` functions can also return the drawn values
-(``return_params=True``).
+b > 1); ``n`` is counted for the whole batch at once (no per-sample loop) and, like ``vals``, stays
+on the device; nothing here reads a device value back to the host (no sync on a GPU); every random
+function takes a keyword-only ``generator``; the random ``add`` functions can also return the drawn
+values (``return_params=True``).
 
 The numpy functions use BasicSR's names and argument order (note: ``add_gaussian_noise(img, sigma,
 clip, rounds, gray_noise)`` differs from the torch order) and work on HWC BGR float32 images;
@@ -69,11 +75,11 @@ def _per_sample(value, b, name):
 
 
 def _gray_flags(gray_noise, b, img):
-    """(flags or number, whether any gray noise is needed)."""
+    """(flags or number, whether the gray noise is computed). Per-sample flags always compute it
+    and blend with the 0/1 flags: testing whether any is set would read them back (a device sync)."""
     if _is_number(gray_noise):
         return gray_noise, gray_noise > 0
-    flags = _per_sample(gray_noise, b, 'gray_noise').to(device=img.device, dtype=img.dtype)
-    return flags, bool(flags.sum() > 0)
+    return _per_sample(gray_noise, b, 'gray_noise').to(device=img.device, dtype=img.dtype), True
 
 
 def _check_img(img, what):
@@ -102,12 +108,12 @@ def generate_gaussian_noise_pt(img, sigma=10, gray_noise=0, *, generator=None):
     b, _, h, w = img.shape
     if not _is_number(sigma):
         sigma = _per_sample(sigma, b, 'sigma').to(device=img.device, dtype=img.dtype)
-    gray_noise, any_gray = _gray_flags(gray_noise, b, img)
-    if any_gray:
+    gray_noise, with_gray = _gray_flags(gray_noise, b, img)
+    if with_gray:
         field = torch.randn(h, w, generator=generator, dtype=img.dtype, device=img.device)
         noise_gray = (field * sigma / 255.).expand(b, 1, h, w)
     noise = torch.randn(img.shape, generator=generator, dtype=img.dtype, device=img.device) * sigma / 255.
-    if any_gray:
+    if with_gray:
         noise = noise * (1 - gray_noise) + noise_gray * gray_noise
     return noise
 
@@ -155,14 +161,14 @@ def _quantise(img):
 def count_unique_levels_pt(img_q):
     """Number of distinct values per sample of an image quantised to 1/255 steps in [0, 1].
 
-    Vectorised: a per-sample histogram of the 256 levels via one ``bincount`` over
-    ``sample_index * 256 + level``. Returns a (b,) int64 tensor.
+    Vectorised and with no device sync: each sample's 256 levels are marked in a fixed (b, 256)
+    table with one ``scatter_`` (``bincount`` would read the largest index back to size its
+    output) and the marks are summed. Returns a (b,) int64 tensor, on the image's device.
     """
     b = img_q.shape[0]
     levels = (img_q.reshape(b, -1) * 255.).round().long().clamp_(0, 255)
-    offsets = torch.arange(b, device=img_q.device).unsqueeze(1) * 256
-    counts = torch.bincount((levels + offsets).reshape(-1), minlength=b * 256).view(b, 256)
-    return (counts > 0).sum(dim=1)
+    present = torch.zeros(b, 256, dtype=torch.int32, device=img_q.device).scatter_(1, levels, 1)
+    return present.sum(dim=1, dtype=torch.int64)
 
 
 def _levels_to_vals(n_unique, like):
@@ -181,11 +187,11 @@ def generate_poisson_noise_pt(img, scale=1.0, gray_noise=0, *, generator=None):
     """Poisson (shot) noise shaped like ``img``, times ``scale`` (number or (b,))."""
     _check_img(img, 'generate_poisson_noise_pt')
     b, c, h, w = img.shape
-    gray_noise, any_gray = _gray_flags(gray_noise, b, img)
-    if any_gray:
+    gray_noise, with_gray = _gray_flags(gray_noise, b, img)
+    if with_gray:
         noise_gray = _poisson_noise(_quantise(rgb_to_gray_pt(img)), generator).expand(b, c, h, w)
     noise = _poisson_noise(_quantise(img), generator)
-    if any_gray:
+    if with_gray:
         noise = noise * (1 - gray_noise) + noise_gray * gray_noise
     if not _is_number(scale):
         scale = _per_sample(scale, b, 'scale').to(device=img.device, dtype=img.dtype)

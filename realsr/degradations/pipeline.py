@@ -30,6 +30,14 @@ per-batch mode. The draws of the last call are kept in ``last_params`` ((b,) ten
 With ``per_sample`` the training-pair pool, which exists only to mix the per-batch choices, is
 not needed: the Real-ESRGAN models disable it (and log why) unless ``queue_size`` is set
 explicitly in the option file, in which case the pool of that size is used as usual.
+
+Host syncs: a call reads at most ONE set of values back from the device, the per-batch numbers
+(``_BATCH_DRAWS`` uniforms drawn together, one ``.tolist()``), which the Python control flow
+(resize mode and size, noise type, second blur, final order) needs. ``per_sample: true`` reads
+nothing back (its choices stay tensors). Everything else stays on the device: the kernels, the
+noise (gray noise is blended with the 0/1 flags, never tested; the Poisson level count has a fixed
+shape), JPEG (its qualities are not checked, they come from the validated ranges) and the crop
+window of :func:`paired_random_crop_batch` (gathered with device offsets).
 """
 import math
 
@@ -60,7 +68,7 @@ OFFICIAL_KERNEL_OPT = {
     'betag_range2': [0.5, 4], 'betap_range2': [1, 2], 'final_sinc_prob': 0.8,
 }
 RESIZE_MODES = ('area', 'bilinear', 'bicubic')
-_BATCH_DRAWS = 16  # per-batch uniform numbers drawn at once (one device sync per batch)
+_BATCH_DRAWS = 16  # per-batch uniform numbers, drawn and fetched at once: the one device sync of a batch
 _SAMPLE_DRAWS = 11  # per-sample uniform numbers (the per-batch choices, drawn per sample)
 
 
@@ -94,7 +102,7 @@ class SecondOrderDegradation:
         self.per_sample = bool(per_sample)
         self.last_params = None  # the per-sample draws of the last call (per_sample mode only)
         self.kernels = KernelSynthesizer(kernel_opt)
-        self.jpeger = DiffJPEG(differentiable=False)
+        self.jpeger = DiffJPEG(differentiable=False, check_quality=False)  # qualities from jpeg_range
 
     def to(self, device):
         self.jpeger = self.jpeger.to(device)
@@ -173,9 +181,20 @@ class SecondOrderDegradation:
         self._check_size(ori_h, ori_w, kernels['kernel1'].shape[-1])
         return kernels
 
-    def _batch_choices(self, generator):
-        """The per-batch choices, drawn at once (one device sync per batch)."""
-        u = torch.rand(_BATCH_DRAWS, generator=generator, device=generator.device, dtype=torch.float64).tolist()
+    @staticmethod
+    def draw_batch_numbers(generator, extra=0):
+        """The uniform numbers behind the per-batch choices (``_BATCH_DRAWS``), after ``extra``
+        numbers of the caller's, drawn at once and fetched with ONE ``.tolist()``: the only device
+        sync of a batch. Returns a list of host floats."""
+        return torch.rand(extra + _BATCH_DRAWS, generator=generator, device=generator.device,
+                          dtype=torch.float64).tolist()
+
+    def _batch_choices(self, generator, u=None):
+        """The per-batch choices from the numbers ``u`` (host floats), drawn here when None."""
+        if u is None:
+            u = self.draw_batch_numbers(generator)
+        if len(u) != _BATCH_DRAWS:
+            raise ValueError(f'the per-batch choices need {_BATCH_DRAWS} uniform numbers, got {len(u)}')
         opt = self.opt
         return {
             'factor1': self._resize_factor(u[0], u[1], opt['resize_prob'], opt['resize_range']),
@@ -201,8 +220,13 @@ class SecondOrderDegradation:
 
     # -- the whole model --------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, gt, generator, kernels=None):
+    def __call__(self, gt, generator, kernels=None, batch_numbers=None):
         """``gt``: (b, 3, H, W) in [0, 1]. Returns the LQ batch (b, 3, H/scale, W/scale), quantised.
+
+        ``kernels``: the three kernels (drawn with ``generator`` when None). ``batch_numbers``: the
+        numbers behind the per-batch choices, from :meth:`draw_batch_numbers`, for a caller that
+        fetched them together with its own (drawn here, after the kernels, when None). The whole
+        call reads ONE value set back from the device: those numbers.
 
         ``last_params`` then holds this call's choices: the per-batch ones (``factor1``, ``mode1``,
         ``gaussian1``, ``second_blur``, ``factor2``, ``mode2``, ``gaussian2``, ``order_a``,
@@ -210,10 +234,12 @@ class SecondOrderDegradation:
         scale), ``gray1``/``gray2`` and ``jpeg1``/``jpeg2`` (qualities)."""
         kernels = self._check_call(gt, generator, kernels)
         if self.per_sample:
+            if batch_numbers is not None:
+                raise ValueError('per_sample: true draws its choices per sample, on the device: batch_numbers unused')
             return self._degrade_per_sample(gt, generator, kernels)
         _, _, ori_h, ori_w = gt.shape
         s = self.scale
-        self.last_params = p = self._batch_choices(generator)
+        self.last_params = p = self._batch_choices(generator, batch_numbers)
         out = self._first_order(gt, kernels['kernel1'], generator)
 
         # second order
@@ -355,7 +381,8 @@ class SecondOrderDegradation:
 
 def paired_random_crop_batch(gts, lq, gt_patch_size, scale, generator):
     """Crop one random window (the same for the whole batch, as the reference does) from the
-    LQ batch and the matching window from every GT tensor in ``gts``."""
+    LQ batch and the matching window from every GT tensor in ``gts``. The crops are copies
+    (gathered with the offsets on the device, no device sync), not views."""
     h_lq, w_lq = lq.shape[-2:]
     lq_patch = gt_patch_size // scale
     for gt in gts:
@@ -364,8 +391,15 @@ def paired_random_crop_batch(gts, lq, gt_patch_size, scale, generator):
     if h_lq < lq_patch or w_lq < lq_patch:
         raise ValueError(f'LQ ({h_lq}, {w_lq}) is smaller than the patch size ({lq_patch}, {lq_patch}); lower gt_size '
                          f'({gt_patch_size}) or raise crop_pad_size')
-    top = int(torch.randint(0, h_lq - lq_patch + 1, (1, ), generator=generator, device=generator.device))
-    left = int(torch.randint(0, w_lq - lq_patch + 1, (1, ), generator=generator, device=generator.device))
-    lq = lq[..., top:top + lq_patch, left:left + lq_patch]
-    gts = [gt[..., top * scale:(top + lq_patch) * scale, left * scale:(left + lq_patch) * scale] for gt in gts]
+    # The offsets stay on the device (as int() they would be a device sync): the windows are gathered.
+    top = torch.randint(0, h_lq - lq_patch + 1, (1, ), generator=generator, device=generator.device).to(lq.device)
+    left = torch.randint(0, w_lq - lq_patch + 1, (1, ), generator=generator, device=generator.device).to(lq.device)
+    lq = _window(lq, top, left, lq_patch)
+    gts = [_window(gt, top * scale, left * scale, lq_patch * scale) for gt in gts]
     return gts, lq
+
+
+def _window(x, top, left, size):
+    """``x[..., top:top + size, left:left + size]`` (a copy) for offsets given as (1,) device tensors."""
+    steps = torch.arange(size, device=x.device)
+    return x[..., (top + steps).view(-1, 1), left + steps]
