@@ -259,7 +259,7 @@ def test_no_python_loop_over_samples():
             self.calls[getattr(func, '__name__', repr(func))] += 1
             return func(*args, **(kwargs or {}))
 
-    for gray in (0.0, 1.0):  # the noise functions skip the gray field when no sample is gray
+    for gray in (0.0, 1.0):  # all-colour and all-gray batches (the gray field is blended with the 0/1 flags)
         deg = SecondOrderDegradation(dict(per_sample=True, gray_noise_prob=gray, gray_noise_prob2=gray), KERNEL_OPT, 4)
         deg(smooth_batch(2, 76, 76), torch.Generator().manual_seed(0))  # warm the kernel grid cache
         counts = []
