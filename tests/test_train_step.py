@@ -758,3 +758,68 @@ def test_hot_step_makes_no_host_reads(tmp_path):
     assert not foreach.optimizer_g.defaults.get('fused')
     train_on(foreach, batch(1), 1)
     assert '__bool__' in count_host_reads(lambda: train_on(foreach, batch(2), 2))
+
+
+# -- found by scripts/gpu_check.sh's CPU dry run ---------------------------------------------------
+def test_channels_last_leaves_the_5d_expert_kernels_of_dasr_alone(tmp_path):
+    """DASR's dynamic convolutions keep (experts, out, in, k, k) weights: only the 4-D tensors go
+    to channels_last (``net.to(memory_format=...)`` raised on the 5-D ones); a step runs."""
+    from realsr.models import build_model
+    opt = {'model_type': 'SRGANDynamicModel', 'is_train': True, 'num_gpu': 0, 'dist': False, 'rank': 0,
+           'world_size': 1, 'scale': 4, 'use_channels_last': True, 'path': {},
+           'datasets': {'train': {'batch_size_per_gpu': 2}},
+           'network_g': {'type': 'MSRResNetDynamic', 'num_feat': 8, 'num_block': 1, 'num_models': 5, 'upscale': 4,
+                         'init_dynamic': True},
+           'network_p': {'type': 'Degradation_Predictor', 'in_nc': 3, 'nf': 8, 'num_params': 33, 'num_networks': 5},
+           'network_d': {'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 4},
+           'train': {'ema_decay': 0.9, 'optim_g': dict(ADAM), 'optim_d': dict(ADAM),
+                     'pixel_opt': {'type': 'L1Loss'}, 'gan_opt': {'type': 'GANLoss', 'gan_type': 'vanilla'}}}
+    model = build_model(opt)
+    for net in (model.net_g, model.net_g_ema, model.net_p, model.net_d):
+        tensors = list(net.parameters()) + list(net.buffers())
+        assert any(t.dim() == 5 for t in tensors) or net is model.net_p or net is model.net_d
+        for t in tensors:
+            if t.dim() == 4 and t.shape[1] > 1 and t.shape[-1] > 1:  # unambiguous layouts only
+                assert t.is_contiguous(memory_format=torch.channels_last)
+            if t.dim() == 5:
+                assert t.is_contiguous()
+    lq, gt = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    model.feed_data({'lq': lq, 'gt': gt})
+    model.optimize_parameters(1)
+    assert all(math.isfinite(float(v)) for v in model.log_dict.values())
+
+
+def test_compile_with_bf16_on_a_cpu_trains_eager_with_a_warning(tmp_path, force_bf16, realsr_log):
+    """Inductor on a CPU under bf16 autocast gave zero gradients to RRDBNet's trunk (torch 2.13):
+    such a run trains eager and says so; fp32 + compile still compiles."""
+    model = make_model(tmp_path, use_amp=True, amp_bf16=True, use_compile=True)
+    assert model.net_g is checkpoint.unwrap(model.net_g)  # not wrapped by torch.compile
+    assert any('use_compile with mixed precision on a CPU is switched off' in w for w in warnings_of(realsr_log))
+    assert make_model(tmp_path / 'fp32', use_compile=True).compile_nets
+
+
+def test_fp16_scaler_overflows_do_not_count_towards_the_stop(tmp_path, realsr_log):
+    """The grad scaler halves its scale on each overflowing step (11 of them from 65536 down to 32
+    here): the steps are skipped and logged, but with finite losses they are not the streak that
+    stops a run; a non-finite loss still is."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(16, 1)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-9, fused=True)
+    step = train_step_module.TrainStep(Precision('cpu', torch.float16), max_skips=10)
+    step.add_group('g', [net], optimizer)
+    x = torch.full((4, 16), 2000.0)
+    for _ in range(14):
+        with step.micro_batch() as s:
+            out = s.forward(net, x)
+            loss = out.square().mean()
+            s.backward('g', loss, {'l_sq': loss})
+    group = step.groups['g']
+    assert int(group.skipped) >= 10 and group.scaler.get_scale() < 65536
+    step.check(14)  # no NonFiniteError: the scaler recovered by itself
+    assert any('skipped' in w for w in warnings_of(realsr_log))
+    for _ in range(10):
+        with step.micro_batch() as s:
+            loss = s.forward(net, x).square().mean() * float('nan')
+            s.backward('g', loss, {'l_nan': loss})
+    with pytest.raises(NonFiniteError, match='l_nan'):
+        step.check(24)

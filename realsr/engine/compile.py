@@ -33,6 +33,19 @@ def compile_problem(device):
     return None
 
 
+def compile_allowed(precision):
+    """False, with a warning, where compiling is known to train wrongly: Inductor on a CPU under
+    bf16 autocast (torch 2.13) returns zero gradients for every layer before RRDBNet's nearest
+    upsampling (the trunk never trains, while the loss looks normal); eager bf16 is as fast there
+    (scripts/bench_train.py), so the run trains eager."""
+    if precision.device_type == 'cpu' and precision.dtype is not None:
+        logger.warning('use_compile with mixed precision on a CPU is switched off: torch.compile (Inductor) '
+                       'drops gradients under bf16 autocast there (RRDBNet\'s trunk got none), and it adds no '
+                       'speed on a CPU. Training eager in bf16.')
+        return False
+    return True
+
+
 def compile_network(net, mode, device):
     """``torch.compile(net, mode=mode)``; a ValueError naming ``use_compile`` when it cannot work.
     Shapes are static: training crops have one size (validation runs the eager module)."""

@@ -120,6 +120,17 @@ def to_channels_last(x):
     return x
 
 
+@torch.no_grad()
+def module_to_channels_last(net):
+    """``net`` with its 4-D parameters and buffers in channels_last, in place. Unlike
+    ``net.to(memory_format=...)`` it leaves tensors of other ranks alone (the 5-D expert kernels
+    of DASR's dynamic convolutions)."""
+    for tensor in list(net.parameters()) + list(net.buffers()):
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return net
+
+
 # -- one optimizer and what it trains --------------------------------------------------------
 class _Group:
     """One optimizer, its networks, its optional EMA, its fp16 scaler and its guard counters."""
@@ -277,6 +288,14 @@ class TrainStep:
         found = torch.logical_or(g.loss_bad, ~torch.isfinite(norm)).float()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(found, op=dist.ReduceOp.MAX)  # every rank skips together
+        # Under fp16 an overflowing gradient with finite losses is the grad scaler's business (it
+        # backs off and the step after recovers, many times at start-up): only non-finite losses
+        # make the streak that stops the run.
+        streak = found
+        if g.scaler is not None:
+            streak = g.loss_bad.float()
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                dist.all_reduce(streak, op=dist.ReduceOp.MAX)
         if self.clip_max_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(g.params, self.clip_max_norm, norm, foreach=True)
         self._guarded_optimizer_step(g.optimizer, found)
@@ -286,7 +305,7 @@ class TrainStep:
             ema_net, source, decay = g.ema
             update_ema(ema_net, source, decay, skip=found)
         g.skipped += found
-        g.consecutive.add_(found).mul_(found)  # reset to 0 by a step that was taken
+        g.consecutive.add_(streak).mul_(streak)  # reset to 0 by a step that was taken
         torch.maximum(g.max_consecutive, g.consecutive, out=g.max_consecutive)
         return norm.detach()
 

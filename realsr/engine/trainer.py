@@ -146,7 +146,7 @@ def train_pipeline(root_path, argv=None):
     prefetcher = make_prefetcher(train_loader, train_opt, model.device)
     msg_logger = MessageLogger(opt, current_iter, tb_logger, model.device)
     kill_after = int(os.environ.get(_KILL_AFTER_ITER_ENV, 0))
-    compiled = model.step_settings.use_compile
+    compiled = model.compile_nets
 
     def next_batch():
         """The next training batch, into the next epoch when this one is spent."""

@@ -11,10 +11,10 @@ import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from realsr.engine import checkpoint
-from realsr.engine.compile import compile_network
+from realsr.engine.compile import compile_allowed, compile_network
 from realsr.engine.dist import get_dist_info, master_only, reduce_loss_dict
 from realsr.engine.step_options import read_step_options
-from realsr.engine.train_step import TrainStep, resolve_precision
+from realsr.engine.train_step import TrainStep, module_to_channels_last, resolve_precision
 from realsr.models.lr_scheduler import build_scheduler
 from realsr.registry import ARCH_REGISTRY
 
@@ -46,6 +46,7 @@ class BaseModel:
             logger.warning('%s', warning)
         if settings.use_amp or settings.use_channels_last:
             logger.info('Training precision: %s.', precision.name())
+        self.compile_nets = settings.use_compile and compile_allowed(precision)
         return TrainStep(precision, settings.accum_iter,
                          settings.grad_clip_max_norm if settings.grad_clip else None,
                          settings.nonfinite_max_skips, self.device)
@@ -61,8 +62,8 @@ class BaseModel:
         ``compile_net`` and ``use_compile`` (before the DDP wrap), and wrap it for DDP/DataParallel."""
         net = net.to(self.device)
         if self.is_train and self.train_step.precision.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        if compile_net and self.is_train and self.step_settings.use_compile:
+            net = module_to_channels_last(net)
+        if compile_net and self.is_train and self.compile_nets:
             net = compile_network(net, self.step_settings.compile_mode, self.device)
         if self.opt.get('dist') and self.is_train:  # testing runs each rank's module on its own
             device_ids = [self.device.index] if self.device.type == 'cuda' else None

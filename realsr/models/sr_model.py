@@ -8,6 +8,7 @@ import torch
 from realsr.archs import build_network
 from realsr.engine import checkpoint
 from realsr.engine.ema import update_ema
+from realsr.engine.train_step import module_to_channels_last
 from realsr.losses import build_loss
 from realsr.models.base_model import BaseModel
 from realsr.regularizers import build_regularizers
@@ -97,7 +98,7 @@ class SRModel(BaseModel):
             logger.info('Use Exponential Moving Average with decay: %s', self.ema_decay)
             self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
             if self.train_step.precision.channels_last:
-                self.net_g_ema = self.net_g_ema.to(memory_format=torch.channels_last)
+                module_to_channels_last(self.net_g_ema)
             self.init_ema_weights()
             self.net_g_ema.eval()
         self.cri_pix = build_loss(train_opt['pixel_opt']).to(self.device) if train_opt.get('pixel_opt') else None
