@@ -184,7 +184,7 @@ def train_pipeline(root_path, argv=None):
                     model.feed_data(train_data)
                     model.optimize_parameters(current_iter)
             except Exception as err:
-                if compiled and first:
+                if compiled and first and type(err).__module__.startswith(('torch._dynamo', 'torch._inductor')):
                     raise RuntimeError(f'torch.compile failed at the first training step ({type(err).__name__}: '
                                        f'{err}); set use_compile: false to train eager.') from err
                 raise
