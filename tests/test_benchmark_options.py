@@ -14,7 +14,7 @@ def test_set5_set14_option_file(tmp_path, datasets_dir, oracle_dir, monkeypatch)
     from realsr.registry import ARCH_REGISTRY
 
     torch.manual_seed(0)
-    net = ARCH_REGISTRY.get('MSRResNet')(num_feat=32, num_block=4, upscale=4)
+    net = ARCH_REGISTRY.get('MSRResNet')(num_feat=48, num_block=6, upscale=4)  # the quickstart's net
     torch.save({'params': net.state_dict(), 'params_ema': net.state_dict()}, tmp_path / 'net.pth')
     monkeypatch.chdir(tmp_path)
     test_entry.main([

@@ -199,7 +199,7 @@ def test_setup_errors_missing_model_unknown_arch_half_on_cpu(tmp_path, capsys):
 
 def test_opt_file_with_model_override(tmp_path):
     torch.manual_seed(0)
-    opt_net = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 32, 'num_block': 4, 'upscale': 4}
+    opt_net = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 48, 'num_block': 6, 'upscale': 4}
     net = build_network(opt_net).eval()
     model = _save(tmp_path, params_ema=net.state_dict())
     img = _rand_img(9, 10, 3)
