@@ -823,3 +823,37 @@ def test_fp16_scaler_overflows_do_not_count_towards_the_stop(tmp_path, realsr_lo
             s.backward('g', loss, {'l_nan': loss})
     with pytest.raises(NonFiniteError, match='l_nan'):
         step.check(24)
+
+
+def test_cudnn_autotuning_is_on_for_the_step_only(tmp_path, monkeypatch):
+    """cuDNN's benchmark mode (read on a CPU too: the flag is what is tested) is on while the
+    training step runs, off while the degradations (feed_data) and validation run, and
+    ``cudnn_benchmark: false`` switches it off for the step; a typo of the key is rejected."""
+    from realsr import train
+    seen = {'feed': set(), 'step': set(), 'val': set()}
+    feed, step = SRModel.feed_data, SRModel.optimize_parameters
+
+    def recording_feed(self, data):
+        seen['feed'].add(torch.backends.cudnn.benchmark)
+        return feed(self, data)
+
+    def recording_step(self, current_iter):
+        seen['step'].add(torch.backends.cudnn.benchmark)
+        return step(self, current_iter)
+
+    monkeypatch.setattr(SRModel, 'feed_data', recording_feed)
+    monkeypatch.setattr(SRModel, 'optimize_parameters', recording_step)
+    monkeypatch.setattr(SRModel, 'test', lambda self, _test=SRModel.test: (  # validation runs test()
+        seen['val'].add(torch.backends.cudnn.benchmark), _test(self))[1])
+    folders = write_pair_folders(tmp_path / 'data', n_train=4)
+    monkeypatch.chdir(tmp_path)
+    for name, flag in (('autotune_on', True), ('autotune_off', False)):
+        opt = train_options(folders, name, **{'train.total_iter': 2, 'val.val_freq': 2, 'logger.print_freq': 1,
+                                              'logger.save_checkpoint_freq': 2, 'datasets.train.num_worker_per_gpu': 0,
+                                              'cudnn_benchmark': flag})
+        for values in seen.values():
+            values.clear()
+        train.main(['-opt', write_yaml(tmp_path / f'{name}.yml', opt)])
+        assert seen == {'feed': {False}, 'step': {flag}, 'val': {False}}, (name, seen)
+    with pytest.raises(OptionError, match='did you mean .cudnn_benchmark'):
+        validate_options({**sr_opt(tmp_path), 'cudnn_benchmrk': True}, check_paths=False)

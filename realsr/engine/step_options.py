@@ -37,6 +37,9 @@ STEP_OPTIONS = (
     StepOption('', 'use_compile', 'bool', False,
                'torch.compile net_g and net_d before the DDP wrap (EMA and validation stay eager)'),
     StepOption('', 'compile_mode', 'str', 'default', 'torch.compile mode', choices=COMPILE_MODES),
+    StepOption('', 'cudnn_benchmark', 'bool', True,
+               "cuDNN autotuning for the training step's fixed shapes; always off while the degradations and "
+               'validation run (their shapes vary: each new one would be autotuned)'),
     StepOption('train', 'grad_clip', 'bool', False,
                'clip the gradient norm of every network group (G, D) to grad_clip_max_norm'),
     StepOption('train', 'grad_clip_max_norm', 'num', 1.0, 'the largest total gradient norm with grad_clip',
@@ -85,6 +88,7 @@ class StepSettings:
     use_channels_last: bool
     use_compile: bool
     compile_mode: str
+    cudnn_benchmark: bool
     grad_clip: bool
     grad_clip_max_norm: float
     nonfinite_max_skips: int

@@ -59,7 +59,7 @@ def _fmt(value):
 
 def test_pipeline(root_path, argv=None):
     opt, _ = parse_options(root_path, is_train=False, argv=argv)
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = False  # every test image has its own size: autotuning each is waste
     make_exp_dirs(opt)
     log_file = os.path.join(opt['path']['log'], f"test_{opt['name']}_{datetime.datetime.now():%Y%m%d_%H%M%S}.log")
     logger = get_root_logger(log_file=log_file)

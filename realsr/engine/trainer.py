@@ -4,6 +4,7 @@ An interrupted run resumed with ``--auto_resume`` continues with the same weight
 and scheduler states, random generator states and position in the epoch, so on CPU it ends
 bit-identical to an uninterrupted run.
 """
+import contextlib
 import datetime
 import logging
 import math
@@ -91,8 +92,21 @@ def create_train_val_dataloaders(opt, logger):
     return train_loader, train_sampler, val_loaders
 
 
+@contextlib.contextmanager
+def cudnn_autotune(enabled):
+    """cuDNN's benchmark mode on or off for a block: on for the training step's fixed shapes, off
+    for the degradations (randomly resized batches) and validation (every image its own size),
+    where each new shape would be autotuned for a single use."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 def _validate_all(model, val_loaders, current_iter, tb_logger, save_img):
-    with preserved_rng():  # validation must not change the training randomness
+    with preserved_rng(), cudnn_autotune(False):  # validation must not change the training randomness
         for loader in val_loaders:
             model.validation(loader, current_iter, tb_logger, save_img)
     barrier()
@@ -101,7 +115,6 @@ def _validate_all(model, val_loaders, current_iter, tb_logger, save_img):
 def train_pipeline(root_path, argv=None):
     opt, args = parse_options(root_path, is_train=True, argv=argv)
     opt['root_path'] = root_path
-    torch.backends.cudnn.benchmark = True
     rank, _ = get_dist_info()
 
     resume_state = load_resume_state(opt)
@@ -181,8 +194,10 @@ def train_pipeline(root_path, argv=None):
                     fetch_start = time.time()
                     train_data = next_batch()
                     data_time += time.time() - fetch_start
-                    model.feed_data(train_data)
-                    model.optimize_parameters(current_iter)
+                    with cudnn_autotune(False):  # the degradations run here
+                        model.feed_data(train_data)
+                    with cudnn_autotune(model.step_settings.cudnn_benchmark):
+                        model.optimize_parameters(current_iter)
             except Exception as err:
                 if compiled and first and type(err).__module__.startswith(('torch._dynamo', 'torch._inductor')):
                     raise RuntimeError(f'torch.compile failed at the first training step ({type(err).__name__}: '
