@@ -87,3 +87,42 @@ def test_inference_uses_the_bare_network(tmp_path):
     model = build_model(opt)
     model.net_g = torch.nn.DataParallel(model.net_g)  # stands for DDP / compile wrappers
     assert model.inference_net() is unwrap(model.net_g) and model.inference_net() is not model.net_g
+
+
+def _paired_gan(net_d_init_iters):
+    from realsr.models import build_model
+    torch.manual_seed(0)
+    return build_model({
+        'name': 'gan', 'model_type': 'RealESRGANModel', 'scale': 4, 'num_gpu': 0, 'is_train': True, 'dist': False,
+        'high_order_degradation': False,  # paired data: no degradation pipeline needed here
+        'network_g': {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 1, 'upscale': 4},
+        'network_d': {'type': 'UNetDiscriminatorSN', 'num_in_ch': 3, 'num_feat': 4}, 'path': {},
+        'datasets': {'train': {'batch_size_per_gpu': 2}},
+        'train': {'optim_g': {'type': 'Adam', 'lr': 1e-4}, 'optim_d': {'type': 'Adam', 'lr': 1e-4},
+                  'pixel_opt': {'type': 'L1Loss'}, 'gan_opt': {'type': 'GANLoss', 'gan_type': 'vanilla'},
+                  'net_d_init_iters': net_d_init_iters, 'total_iter': 2}})
+
+
+def test_discriminator_only_iterations_keep_no_generator_graph():
+    """During net_d_init_iters only D trains on net_g's output: that output must not hold net_g's
+    graph into the next forward (it doubled peak activation memory)."""
+    model = _paired_gan(net_d_init_iters=1)
+    data = {'lq': torch.rand(2, 3, 8, 8), 'gt': torch.rand(2, 3, 32, 32)}
+    model.feed_data(data)
+    model.optimize_parameters(1)  # D only
+    assert model.output.grad_fn is None and not model.output.requires_grad
+    assert 'l_g_pix' not in model.log_dict and 'l_d_real' in model.log_dict
+    model.feed_data(data)
+    model.optimize_parameters(2)  # G and D
+    assert 'l_g_pix' in model.log_dict
+
+
+def test_validation_batches_do_not_sharpen_and_keep_the_gt():
+    """feed_data outside the on-the-fly training path makes no sharpened GT (validation used to make
+    and keep one per image); a paired training step still makes it when a loss needs it."""
+    model = _paired_gan(net_d_init_iters=0)
+    model.feed_data({'lq': torch.rand(1, 3, 9, 7), 'gt': torch.rand(1, 3, 36, 28)})
+    assert model.gt_usm is None
+    model.feed_data({'lq': torch.rand(2, 3, 8, 8), 'gt': torch.rand(2, 3, 32, 32)})
+    model.optimize_parameters(1)
+    assert model.gt_usm is not None and model.gt_usm.shape == model.gt.shape
