@@ -27,6 +27,8 @@
 #   ddp torchrun x1      torchrun --nproc_per_node=1 realsr/train.py --launcher pytorch (NCCL on a
 #                        GPU), with accum_iter 2 (no_sync), mixed precision and channels_last
 #   bench_degradation    scripts/bench_degradation.py at short settings (table printed at the end)
+#   sdpa kernels         which scaled_dot_product_attention kernel SwinIR's window attention gets
+#                        (learned bias, detached mask, bool mask; head dim 30 and 32), with timings
 #   bench_train          scripts/bench_train.py at short settings, bf16+cl+compile included on a
 #                        GPU (table printed at the end)
 #
@@ -604,6 +606,56 @@ else
 fi
 BENCH_TRAIN_LOG=$CHECK_LOG
 
+# Which scaled_dot_product_attention kernel SwinIR/DRCT's window attention gets (64 windows, 6
+# heads, 64 tokens): with the learned relative-position bias in the mask (training), the mask
+# detached (inference), a bool mask, no mask; head dim 30 (SwinIR-M) and 32 (padded).
+cat >"$WORK/sdpa_kernels.py" <<'PY'
+import sys
+import time
+
+import torch
+from torch.nn import functional as F
+from torch.profiler import ProfilerActivity, profile
+
+device = torch.device(sys.argv[1])
+activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+dtypes = [torch.float32] + ([torch.bfloat16, torch.float16] if device.type == 'cuda' else [])
+print(f"{'dtype':9} {'head':>4} {'mask':22} {'ms':>7}  kernels")
+picked = {}
+for dtype in dtypes:
+    for head in (30, 32):
+        q = torch.rand(64, 6, 64, head, device=device, dtype=dtype, requires_grad=True)
+        masks = {'learned bias (train)': torch.zeros(1, 6, 64, 64, device=device, dtype=dtype, requires_grad=True),
+                 'detached float (eval)': torch.zeros(1, 6, 64, 64, device=device, dtype=dtype),
+                 'bool': torch.ones(1, 6, 64, 64, device=device, dtype=torch.bool), 'none': None}
+        for name, mask in masks.items():
+            def run():
+                F.scaled_dot_product_attention(q, q, q, attn_mask=mask).float().sum().backward()
+            run()
+            with profile(activities=activities) as prof:
+                run()
+            kernels = sorted({e.key for e in prof.key_averages() if 'dot_product' in e.key and 'backward' not in e.key
+                              and e.key != 'aten::scaled_dot_product_attention'})
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(10):
+                run()
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            ms = (time.perf_counter() - start) / 10 * 1000
+            print(f'{str(dtype)[6:]:9} {head:>4} {name:22} {ms:7.2f}  {", ".join(kernels)}')
+            picked.setdefault(name, kernels)
+print('; '.join(f"{name}: {', '.join(k.replace('aten::_scaled_dot_product_', '') for k in kernels)}"
+                for name, kernels in picked.items()))
+PY
+if run_check "sdpa kernels" 120 "$PYTHON" "$WORK/sdpa_kernels.py" "$DEVICE"; then
+  record "sdpa kernels" PASS "$CHECK_SECONDS" "$(tail -n 1 "$CHECK_LOG" | cut -c1-160)"
+else
+  record "sdpa kernels" FAIL "$CHECK_SECONDS" "$CHECK_NOTE"
+fi
+SDPA_LOG=$CHECK_LOG
+
 # -- summary ----------------------------------------------------------------------------------
 TOTAL=$(elapsed "$START")
 echo
@@ -618,6 +670,9 @@ echo "== $PASSES passed, $FAILS failed, $SKIPS skipped in $TOTAL s =="
 echo
 echo "== scripts/bench_degradation.py ${BENCH_DEG_ARGS[*]} =="
 if [ -f "$BENCH_DEG_LOG" ]; then grep -v '^\[W' "$BENCH_DEG_LOG" | tail -n 20; else echo "(not run)"; fi
+echo
+echo "== attention kernels (scaled_dot_product_attention, SwinIR's window shapes) =="
+if [ -f "$SDPA_LOG" ]; then grep -v -e '^\[W' -e '^USDT' "$SDPA_LOG" | tail -n 30; else echo "(not run)"; fi
 echo
 echo "== scripts/bench_train.py ${BENCH_TRAIN_ARGS[*]} =="
 if [ -f "$WORK/bench_train.md" ]; then
