@@ -41,6 +41,11 @@ def train_options(folders, name, **overrides):
                             'ssim': {'type': 'calculate_ssim', 'crop_border': 4, 'better': 'higher'}}},
         'logger': {'print_freq': 2, 'save_checkpoint_freq': 4, 'use_tb_logger': True},
     }
+    return set_dotted(opt, overrides)
+
+
+def set_dotted(opt, overrides):
+    """Set ``{'a.b.c': value}`` entries in the nested option dict ``opt``; returns ``opt``."""
     for dotted, value in overrides.items():
         node = opt
         keys = dotted.split('.')

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from conftest import REPO_ROOT, write_pair_folders
-from test_train_e2e import TRAIN_PY, assert_same_weights, load, run, train_options, write_yaml
+from test_train_e2e import TRAIN_PY, assert_same_weights, load, run, set_dotted, train_options, write_yaml
 
 from realsr.engine import checkpoint
 from realsr.engine import train_step as train_step_module
@@ -46,13 +46,7 @@ def sr_opt(tmp_path, train=None, **top):
         'train': {'ema_decay': 0.9, 'optim_g': dict(ADAM), 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
     }
     opt['train'].update(train or {})
-    for dotted, value in top.items():
-        node = opt
-        keys = dotted.split('.')
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
-    return opt
+    return set_dotted(opt, top)
 
 
 def make_model(tmp_path, train=None, seed=0, **top):
