@@ -32,8 +32,12 @@ setup(
     python_requires='>=3.9',
     install_requires=read_requirements(),
     extras_require={
-        # spandrel is a test oracle only (RRDBNet parity); einops/safetensors are its needs.
-        'test': ['pytest>=7', 'pytest-timeout', 'spandrel>=0.4', 'einops', 'safetensors'],
+        # spandrel: loading community checkpoints whose arch realsr lacks, and a test oracle.
+        'spandrel': ['spandrel>=0.4', 'einops', 'safetensors'],
+        'onnx': ['onnx', 'onnxruntime'],  # realsr-export and its verification
+        'wandb': ['wandb'],  # logger.wandb
+        'test': ['pytest>=7', 'pytest-timeout', 'spandrel>=0.4', 'einops', 'safetensors', 'onnx', 'onnxruntime',
+                 'jsonschema', 'wandb'],
     },
     entry_points={
         'console_scripts': [

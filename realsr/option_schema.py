@@ -13,7 +13,7 @@ import numbers
 import os
 import re
 
-from realsr.engine.step_options import step_option_kinds, step_option_problems
+from realsr.runtime.step_options import step_option_kinds, step_option_problems
 from realsr.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY,
                              REGULARIZER_REGISTRY)
 

@@ -136,8 +136,8 @@ def parse_options(root_path, is_train=True, argv=None):
     and the experiment paths. Returns ``(opt, args)``."""
     import torch
 
-    from realsr.engine.dist import get_dist_info, init_dist
-    from realsr.engine.rng import set_random_seed
+    from realsr.runtime.dist import get_dist_info, init_dist
+    from realsr.runtime.rng import set_random_seed
 
     args = build_arg_parser(is_train).parse_args(argv)
     opt = load_option_file(args.opt)

@@ -1,4 +1,4 @@
-"""Benchmark realsr's training step (:class:`realsr.engine.train_step.TrainStep` through the
+"""Benchmark realsr's training step (:class:`realsr.runtime.train_step.TrainStep` through the
 models' ``optimize_parameters``) per arch in fp32 eager NCHW (the baseline: what realsr did
 before), channels_last, bf16 autocast, bf16 + channels_last, bf16 + channels_last +
 ``torch.compile``, and on CUDA also fp16 (GradScaler) and fp16 + channels_last.

@@ -33,7 +33,7 @@ except ImportError:  # run from a checkout without installing
 from realsr.analysis.channel_saliency import (SiteError, compute_channel_saliency, resolve_site,  # noqa: E402
                                               write_report)
 from realsr.archs import build_network  # noqa: E402
-from realsr.engine.checkpoint import load_network  # noqa: E402
+from realsr.runtime.checkpoint import load_network  # noqa: E402
 from realsr.options import load_option_file  # noqa: E402
 from realsr.utils.img_util import img2tensor, imfrombytes  # noqa: E402
 

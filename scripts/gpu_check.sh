@@ -265,7 +265,7 @@ def write_yaml(path, opt):
 def verify(model, opt, mode, device):
     """Raise AssertionError when a trained model does not show what ``mode`` asked; return a note."""
     import torch
-    from realsr.engine.checkpoint import unwrap
+    from realsr.runtime.checkpoint import unwrap
     log = model.get_current_log()
     bad = {k: v for k, v in log.items() if not math.isfinite(float(v))}
     assert log and not bad, f'non-finite logged values {bad}'
@@ -516,7 +516,7 @@ if run_check "env" 120 "$PYTHON" -c "
 import sys, torch
 sys.path.insert(0, '$REPO')
 import realsr
-from realsr.engine.train_step import bf16_is_fast
+from realsr.runtime.train_step import bf16_is_fast
 d = '$DEVICE'
 if d == 'cuda':
     where = f'{torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}'

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from realsr.analysis import channel_saliency as cs
 from realsr.archs import build_network
-from realsr.engine.checkpoint import save_network
+from realsr.runtime.checkpoint import save_network
 from realsr.utils.img_util import imwrite, tensor2img
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -604,7 +604,7 @@ def test_cddnet_ddp_two_processes_gloo(tmp_path, seed_options_dir, dasr_data):
         'import os, sys, torch\n'
         f'sys.path.insert(0, {str(REPO_ROOT)!r})\n'
         'from realsr.engine.trainer import train_pipeline\n'
-        'from realsr.engine.checkpoint import unwrap\n'
+        'from realsr.runtime.checkpoint import unwrap\n'
         'model = train_pipeline(os.getcwd(), sys.argv[1:])\n'
         'r = torch.distributed.get_rank()\n'
         'nets = {n: unwrap(getattr(model, n)).state_dict() for n in ("net_g", "net_p", "net_d")}\n'

@@ -16,7 +16,7 @@ from test_train_e2e import load, run, train_options, write_yaml
 RECORD_MASKS = f'''import os, sys, torch
 sys.path.insert(0, {str(REPO_ROOT)!r})
 from torch.nn import functional as F
-from realsr.engine.checkpoint import unwrap
+from realsr.runtime.checkpoint import unwrap
 from realsr.engine.trainer import train_pipeline
 
 masks, plain_dropout2d = [], F.dropout2d

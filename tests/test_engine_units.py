@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from realsr.engine import checkpoint
-from realsr.engine.ema import update_ema
-from realsr.engine.rng import capture_rng_state, preserved_rng, restore_rng_state
+from realsr.runtime import checkpoint
+from realsr.runtime.ema import update_ema
+from realsr.runtime.rng import capture_rng_state, preserved_rng, restore_rng_state
 from realsr.models.lr_scheduler import CosineAnnealingRestartLR, MultiStepRestartLR, build_scheduler
 from realsr.registry import LOSS_REGISTRY
 

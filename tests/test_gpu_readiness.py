@@ -76,7 +76,7 @@ def test_data_parallel_refuses_feature_alignment(monkeypatch, tmp_path):
 
 def test_inference_uses_the_bare_network(tmp_path):
     """test()/validation run net_g without its wrappers when there is no EMA copy."""
-    from realsr.engine.checkpoint import unwrap
+    from realsr.runtime.checkpoint import unwrap
     from realsr.models import build_model
     opt = {
         'name': 'bare', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 0, 'is_train': True, 'dist': False,

@@ -298,7 +298,7 @@ def test_realesrnet_ddp_two_processes_gloo(tmp_path, seed_options_dir):
         'import os, sys, torch\n'
         f'sys.path.insert(0, {str(REPO_ROOT)!r})\n'
         'from realsr.engine.trainer import train_pipeline\n'
-        'from realsr.engine.checkpoint import unwrap\n'
+        'from realsr.runtime.checkpoint import unwrap\n'
         'model = train_pipeline(os.getcwd(), sys.argv[1:])\n'
         'r = torch.distributed.get_rank()\n'
         'torch.save({"w": unwrap(model.net_g).state_dict(), "lq": model.lq}, f"rank{r}.pth")\n')

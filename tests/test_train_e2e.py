@@ -161,7 +161,7 @@ def test_ddp_two_processes_gloo(tmp_path):
         'import os, sys, torch\n'
         f'sys.path.insert(0, {str(REPO_ROOT)!r})\n'
         'from realsr.engine.trainer import train_pipeline\n'
-        'from realsr.engine.checkpoint import unwrap\n'
+        'from realsr.runtime.checkpoint import unwrap\n'
         'model = train_pipeline(os.getcwd(), sys.argv[1:])\n'
         'rank = torch.distributed.get_rank()\n'
         'torch.save(unwrap(model.net_g).state_dict(), f"rank{rank}.pth")\n')

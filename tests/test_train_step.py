@@ -1,4 +1,4 @@
-"""The shared training step (:mod:`realsr.engine.train_step`) on the CPU: bf16 autocast,
+"""The shared training step (:mod:`realsr.runtime.train_step`) on the CPU: bf16 autocast,
 channels_last, torch.compile, the fp16 grad scaler's state, precision fallbacks, the non-finite
 guard (single process and DDP), gradient clipping, accumulation (with DDP's ``no_sync``), the
 first log line's speed and the absence of host reads in the hot step.
@@ -23,10 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 from conftest import REPO_ROOT, write_pair_folders
 from test_train_e2e import TRAIN_PY, assert_same_weights, load, run, set_dotted, train_options, write_yaml
 
-from realsr.engine import checkpoint
-from realsr.engine import train_step as train_step_module
-from realsr.engine.step_options import read_step_options
-from realsr.engine.train_step import NonFiniteError, Precision, resolve_precision
+from realsr.runtime import checkpoint
+from realsr.runtime import train_step as train_step_module
+from realsr.runtime.step_options import read_step_options
+from realsr.runtime.train_step import NonFiniteError, Precision, resolve_precision
 from realsr.models.sr_model import SRModel
 from realsr.option_schema import OptionError, validate_options
 from realsr.registry import ARCH_REGISTRY
@@ -246,7 +246,7 @@ def test_compiled_step_matches_eager_and_keeps_checkpoint_keys(tmp_path):
     channels_last: inductor fuses the pointwise ops around the same fp32 convolutions, so outputs
     agree to rtol 1e-5 and the weights after two Adam steps to 1e-5 (measured 2e-8).
     """
-    from realsr.engine.compile import compile_problem
+    from realsr.runtime.compile import compile_problem
     problem = compile_problem(torch.device('cpu'))
     if problem:
         pytest.skip(f'torch.compile cannot run here: {problem}')
@@ -276,7 +276,7 @@ def test_compiled_step_matches_eager_and_keeps_checkpoint_keys(tmp_path):
 # -- 4. exact resume with bf16 + channels_last ---------------------------------------------------
 FORCED_BF16_TRAIN = f'''import sys
 sys.path.insert(0, {str(REPO_ROOT)!r})
-from realsr.engine import train_step
+from realsr.runtime import train_step
 train_step.bf16_is_fast = lambda device_type: True  # bf16 even where it is emulated: exactness is tested
 from realsr import train
 train.main(sys.argv[1:])
@@ -498,7 +498,7 @@ def test_huge_lr_stops_with_status_3_and_writes_only_finite_checkpoints(tmp_path
 DDP_NAN_SCRIPT = f'''import copy, sys, torch
 sys.path.insert(0, {str(REPO_ROOT)!r})
 sys.path.insert(0, {str(REPO_ROOT / 'tests')!r})
-from realsr.engine.dist import init_dist
+from realsr.runtime.dist import init_dist
 from realsr.models.sr_model import SRModel
 from test_train_step import batch, nan_batch, snapshot, sr_opt
 from pathlib import Path

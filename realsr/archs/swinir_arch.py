@@ -484,7 +484,7 @@ class WindowSRMixin:
     path, and padding (or refusing) an input that is not a window multiple."""
 
     # attention logits overflow float16 in long runs (both upstream repositories train in fp32):
-    # use_amp without amp_bf16 trains these archs in bf16 (realsr.engine.train_step.resolve_precision)
+    # use_amp without amp_bf16 trains these archs in bf16 (realsr.runtime.train_step.resolve_precision)
     fp16_overflows = True
     # the buffers (relative position index, shift masks, mean) never change in training: DDP need
     # not re-broadcast them every forward (SwinIR-M: 19 MiB, DRCT-L: 126 MiB an iteration)

@@ -1,1 +1,2 @@
-"""The training engine: loop, checkpoints, distributed set-up, EMA, logging, validation."""
+"""Above the models: the training loop, validation, the tester and inference. Models never import
+from here; the low-level run utilities they need live in realsr.runtime."""

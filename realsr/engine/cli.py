@@ -3,7 +3,7 @@ an invalid option file into a readable message and exit status 2 (no traceback).
 import os
 import sys
 
-from realsr.engine.train_step import NonFiniteError
+from realsr.runtime.train_step import NonFiniteError
 from realsr.option_schema import OptionError
 
 

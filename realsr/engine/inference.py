@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from realsr.archs import build_network
-from realsr.engine import checkpoint
+from realsr.runtime import checkpoint
 from realsr.registry import ARCH_REGISTRY
 from realsr.utils.img_util import ImageReadError, ImageWriteError, imfrombytes, imwrite
 from realsr.utils.tiling import tiled_forward

@@ -9,7 +9,7 @@ import torch
 
 from realsr.data import build_dataset
 from realsr.data.loader import build_dataloader
-from realsr.engine.logger import close_file_handlers, get_root_logger
+from realsr.runtime.logger import close_file_handlers, get_root_logger
 from realsr.models import build_model
 from realsr.options import make_exp_dirs, parse_options
 

@@ -18,10 +18,10 @@ from tqdm import tqdm
 from realsr.data import build_dataset
 from realsr.data.loader import build_dataloader, make_prefetcher
 from realsr.data.sampler import EnlargedSampler
-from realsr.engine import checkpoint
-from realsr.engine.dist import barrier, get_dist_info
-from realsr.engine.logger import MessageLogger, close_file_handlers, get_root_logger, init_tb_logger
-from realsr.engine.rng import capture_rng_state, preserved_rng, restore_rng_state
+from realsr.runtime import checkpoint
+from realsr.runtime.dist import barrier, get_dist_info
+from realsr.runtime.logger import MessageLogger, close_file_handlers, get_root_logger, init_tb_logger
+from realsr.runtime.rng import capture_rng_state, preserved_rng, restore_rng_state
 from realsr.models import build_model
 from realsr.options import archive_existing, copy_opt_file, make_exp_dirs, parse_options
 

@@ -10,11 +10,11 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from realsr.engine import checkpoint
-from realsr.engine.compile import compile_allowed, compile_network
-from realsr.engine.dist import get_dist_info, master_only, reduce_loss_dict
-from realsr.engine.step_options import read_step_options
-from realsr.engine.train_step import TrainStep, module_to_channels_last, resolve_precision
+from realsr.runtime import checkpoint
+from realsr.runtime.compile import compile_allowed, compile_network
+from realsr.runtime.dist import get_dist_info, master_only, reduce_loss_dict
+from realsr.runtime.step_options import read_step_options
+from realsr.runtime.train_step import TrainStep, module_to_channels_last, resolve_precision
 from realsr.models.lr_scheduler import build_scheduler
 from realsr.registry import ARCH_REGISTRY
 

@@ -29,7 +29,7 @@ import torch
 from realsr.archs import build_network
 from realsr.archs.dasr_arch import PredictorConditionedNet
 from realsr.degradations.dasr_spaces import DASRDegradation
-from realsr.engine import checkpoint
+from realsr.runtime import checkpoint
 from realsr.losses import build_loss
 from realsr.losses.ldl_loss import get_refined_artifact_map
 from realsr.models.realesrgan_model import DiscriminatorMixin, OnTheFlyDegradationMixin

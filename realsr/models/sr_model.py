@@ -6,9 +6,9 @@ from collections import OrderedDict
 import torch
 
 from realsr.archs import build_network
-from realsr.engine import checkpoint
-from realsr.engine.ema import update_ema
-from realsr.engine.train_step import module_to_channels_last
+from realsr.runtime import checkpoint
+from realsr.runtime.ema import update_ema
+from realsr.runtime.train_step import module_to_channels_last
 from realsr.losses import build_loss
 from realsr.models.base_model import BaseModel
 from realsr.regularizers import build_regularizers
@@ -151,7 +151,7 @@ class SRModel(BaseModel):
 
     def optimize_parameters(self, current_iter):
         """One micro-batch (an iteration with ``accum_iter: 1``); the step mechanics are
-        :class:`realsr.engine.train_step.TrainStep`'s."""
+        :class:`realsr.runtime.train_step.TrainStep`'s."""
         self.set_iteration(current_iter)
         with self.train_step.micro_batch() as step:
             self.output = step.forward(self.net_g, self.lq)

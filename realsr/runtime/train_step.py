@@ -31,8 +31,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from realsr.engine.checkpoint import unwrap
-from realsr.engine.ema import update_ema
+from realsr.runtime.checkpoint import unwrap
+from realsr.runtime.ema import update_ema
 
 logger = logging.getLogger('realsr')
 

@@ -3,7 +3,7 @@
 Compilation itself happens at the first forward; :func:`compile_network` only wraps. What can be
 known up front is checked here, so a run that cannot compile stops with an error that says why,
 instead of failing (or silently running eager) hours later. Saved keys never carry the wrapper's
-``_orig_mod.`` prefix (:func:`realsr.engine.checkpoint.unwrap`).
+``_orig_mod.`` prefix (:func:`realsr.runtime.checkpoint.unwrap`).
 """
 import logging
 import shutil

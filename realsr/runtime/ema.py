@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import torch
 
-from realsr.engine.checkpoint import unwrap
+from realsr.runtime.checkpoint import unwrap
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from realsr.engine.dist import get_dist_info
+from realsr.runtime.dist import get_dist_info
 
 LOGGER_NAME = 'realsr'
 _FORMAT = '%(asctime)s %(levelname)s: %(message)s'
