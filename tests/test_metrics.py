@@ -1,7 +1,7 @@
 """Metrics: parity with the BasicSR 1.4.2 oracle (../shared/oracle) and behaviour checks.
 
-The oracle values are compared at 1e-6 (PSNR, dB), 1e-8 (SSIM) and 1e-9 (NIQE); the implementation
-reproduces them to ~1e-13 on the reference machine type.
+The oracle values are compared at 1e-6 (PSNR, dB), 1e-8 (SSIM) and 5e-4 (NIQE: BLAS-dependent, see NIQE_TOL);
+the implementation reproduces them to ~1e-13 on the reference machine type.
 """
 import json
 import math
@@ -20,7 +20,10 @@ from realsr.utils.matlab_functions import imresize
 
 PSNR_TOL = 1e-6
 SSIM_TOL = 1e-8
-NIQE_TOL = 1e-9
+# NIQE fits generalized Gaussians and inverts a covariance matrix through numpy's BLAS/LAPACK, whose kernels
+# differ between hosts (an AMX Xeon differs from this AMD EPYC by up to 9e-5). NIQE's published agreement with
+# MATLAB is 4 decimals; a real change (e.g. crop_border 0 -> 1 on baboon: 0.09) is far above 5e-4.
+NIQE_TOL = 5e-4
 
 PAIR_NAMES = ['baby', 'bird', 'butterfly', 'head', 'woman', 'bridge', 'bridge_2d']
 NIQE_IMAGES = ['Set14/HR/baboon.png', 'Set5/HR/baby.png', 'Set5/HR/butterfly.png', 'Set14/HR/bridge.png',

@@ -65,7 +65,14 @@ def test_seeded_init_matches_oracle(name, manifest, oracle_dir):
     assert list(sd) == list(ref)  # same keys, same order (buffers included)
     for key in ref:
         assert sd[key].dtype == ref[key].dtype and sd[key].shape == ref[key].shape, key
-        assert torch.equal(sd[key], ref[key]), f'{key} differs from the seeded BasicSR init'
+        if ref[key].is_floating_point():
+            # Same draws in the same order, but trunc_normal_'s erfinv and the uniform kernels are vectorised
+            # per CPU (AVX2, AVX-512, AMX hosts differ by a few float32 ulps). A different init scheme or draw
+            # order changes the values by ~100%, so a few ulps of relative tolerance still catches it.
+            torch.testing.assert_close(sd[key], ref[key], rtol=1e-5, atol=1e-8,
+                                       msg=f'{key} differs from the seeded BasicSR init')
+        else:
+            assert torch.equal(sd[key], ref[key]), f'{key} differs from the seeded BasicSR init'
     assert len(ref) == entry['state_dict_entries']
 
 
