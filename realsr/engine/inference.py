@@ -15,7 +15,7 @@ Per image (read unchanged, so 16-bit depth, grayscale and alpha survive):
 * a JPEG's EXIF orientation is applied (the PNG output has no EXIF);
 * sizes the arch cannot take (RRDBNet x2/x1 pixel-unshuffle, SwinIR windows) are reflect-padded to
   the needed multiple (``--pad-multiple``, inferred when not given) and the output is cropped;
-* ``--tile N --tile-pad P`` runs overlapping tiles (:func:`realsr.utils.tiling.tiled_forward`);
+* ``--tile N --tile-pad P`` runs overlapping tiles (:func:`realsr.utils.tiling.padded_forward`);
 * DASR / CDDNet generators run with their degradation predictor (``network_p`` /
   ``path.pretrain_network_p`` of the option file, or ``--predictor FILE``), whose expert weights come
   from the whole image, tiled or not.
@@ -26,20 +26,18 @@ arch, fp16 without CUDA) print one message and exit with status 2.
 """
 import argparse
 import inspect
-import math
 import os
 import sys
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from realsr.archs import build_network
 from realsr.runtime import checkpoint
 from realsr.registry import ARCH_REGISTRY
 from realsr.utils.img_util import ImageReadError, ImageWriteError, imfrombytes, imwrite
-from realsr.utils.tiling import tiled_forward
+from realsr.utils.tiling import align_tile, padded_forward, size_multiple
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pnm', '.jp2')
 
@@ -165,18 +163,8 @@ def attach_predictor(net_g, predictor_path, predictor_opt=None):
 
 
 def infer_pad_multiple(net):
-    """The multiple the input height/width must have: RRDBNet's pixel-unshuffle factor (x2: 2,
-    x1: 4), a window-based arch's window (``size_multiple()`` or ``window_size``), else 1."""
-    multiple = 1
-    unshuffle = getattr(net, 'unshuffle', None)
-    if isinstance(unshuffle, int) and unshuffle > 1:
-        multiple = math.lcm(multiple, unshuffle)
-    size_multiple = getattr(net, 'size_multiple', None)
-    if callable(size_multiple):
-        multiple = math.lcm(multiple, int(size_multiple()))
-    elif isinstance(getattr(net, 'window_size', None), int):
-        multiple = math.lcm(multiple, net.window_size)
-    return multiple
+    """The multiple the input height/width must have (:func:`realsr.utils.tiling.size_multiple`)."""
+    return size_multiple(net)
 
 
 def resolve_device_dtype(device, half=False, bf16=False):
@@ -207,26 +195,10 @@ def resolve_device_dtype(device, half=False, bf16=False):
 @torch.inference_mode()
 def upscale_rgb(net, img, device='cpu', dtype=torch.float32, tile=0, tile_pad=10, pad_multiple=1):
     """Run ``net`` on an HWC float32 RGB image in [0, 1]; returns HWC float32 (clipped to [0, 1])."""
-    h, w = img.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(device=device, dtype=dtype)
-    m = max(1, int(pad_multiple))
-    pad_h, pad_w = (-h) % m, (-w) % m
-    if pad_h or pad_w:
-        mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-    condition = getattr(net, 'condition', None)
-    if condition is not None:  # DASR / CDDNet: expert weights from the whole image, also when tiled
-        condition(x)
-    if tile and tile > 0 and (tile < x.shape[-2] or tile < x.shape[-1]):
-        # every tile (and its context) must also be a multiple of m
-        tile_m, pad_m = -(-tile // m) * m, -(-tile_pad // m) * m
-        out = tiled_forward(net, x, tile_m, pad_m)
-    else:
-        out = net(x)
-    if condition is not None:
-        condition(None)
-    scale = out.shape[-1] // x.shape[-1]
-    out = out[:, :, :h * scale, :w * scale]
+    # tiles rounded to the multiple: on the padded image each tile is one, so none is padded alone
+    tile, tile_pad = align_tile(tile, tile_pad, pad_multiple) if tile and tile > 0 else (0, tile_pad)
+    out = padded_forward(net, x, pad_multiple, tile, tile_pad)
     return out[0].float().clamp_(0, 1).cpu().numpy().transpose(1, 2, 0)
 
 
