@@ -18,7 +18,7 @@ from tqdm import tqdm
 from realsr.data import build_dataset
 from realsr.data.loader import build_dataloader, make_prefetcher
 from realsr.data.sampler import EnlargedSampler
-from realsr.runtime import checkpoint
+from realsr.runtime import checkpoint, model_files
 from realsr.runtime.dist import barrier, get_dist_info
 from realsr.runtime.logger import MessageLogger, close_file_handlers, get_root_logger, init_tb_logger
 from realsr.runtime.rng import capture_rng_state, preserved_rng, restore_rng_state
@@ -51,7 +51,9 @@ def load_resume_state(opt):
     for key in opt:
         if key.startswith('network_') and key not in ignore:
             basename = key.replace('network_', '')
-            path[f'pretrain_{key}'] = os.path.join(path['models'], f'net_{basename}_{resume_iter}.pth')
+            # the format the run saved in (.pth or .safetensors); a missing file names the .pth
+            path[f'pretrain_{key}'] = (model_files.network_file(path['models'], f'net_{basename}', resume_iter)
+                                       or os.path.join(path['models'], f'net_{basename}_{resume_iter}.pth'))
             if path.get(f'param_key_{basename}') == 'params_ema':
                 path[f'param_key_{basename}'] = 'params'
             path[f'strict_load_{basename}'] = True

@@ -10,7 +10,7 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from realsr.runtime import checkpoint
+from realsr.runtime import checkpoint, model_files
 from realsr.runtime.compile import compile_allowed, compile_network
 from realsr.runtime.dist import get_dist_info, master_only, reduce_loss_dict
 from realsr.runtime.step_options import read_step_options
@@ -146,8 +146,12 @@ class BaseModel:
     @master_only
     def save_network(self, nets, net_label, current_iter, param_keys='params'):
         name = 'latest' if current_iter == -1 else current_iter
-        path = os.path.join(self.opt['path']['models'], f'{net_label}_{name}.pth')
-        checkpoint.save_network(nets, path, param_keys)
+        fmt = model_files.save_checkpoint_format(self.opt)
+        path = model_files.network_file(self.opt['path']['models'], net_label, name, fmt)
+        # safetensors carry the arch (network_<label> of the option file) and the iteration in their metadata
+        network_opt = self.opt.get(f"network_{net_label[len('net_'):]}") if net_label.startswith('net_') else None
+        metadata = model_files.arch_metadata(network_opt, current_iter) if fmt == 'safetensors' else None
+        checkpoint.save_network(nets, path, param_keys, metadata=metadata)
 
     @master_only
     def save_training_state(self, epoch, current_iter, extra_state=None):

@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from realsr.runtime import model_files
+
 logger = logging.getLogger('realsr')
 
 
@@ -47,15 +49,16 @@ def non_finite_entries(state_dict):
     return [k for k, ok in zip(names, flags) if not ok]
 
 
-def atomic_save(obj, path, retries=3):
-    """``torch.save`` through a temporary file and ``os.replace``; retried like BasicSR's save."""
+def atomic_save(obj, path, retries=3, write=None):
+    """``torch.save`` through a temporary file and ``os.replace``; retried like BasicSR's save.
+    ``write(obj, file)`` replaces ``torch.save`` (safetensors: :mod:`realsr.runtime.model_files`)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f'.{os.path.basename(path)}.tmp-{os.getpid()}')
     for attempt in range(1, retries + 1):
         try:
             with open(tmp, 'wb') as f:
-                torch.save(obj, f)
+                (write or torch.save)(obj, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -72,8 +75,9 @@ def atomic_save(obj, path, retries=3):
     return False
 
 
-def save_network(nets, path, param_keys):
-    """Save one or more networks in one file: ``{param_key: state_dict, ...}``."""
+def save_network(nets, path, param_keys, metadata=None):
+    """Save one or more networks in one file: ``{param_key: state_dict, ...}``; a ``.safetensors``
+    path gets :mod:`realsr.runtime.model_files`' layout with ``metadata`` (arch, iteration)."""
     nets = nets if isinstance(nets, (list, tuple)) else [nets]
     param_keys = param_keys if isinstance(param_keys, (list, tuple)) else [param_keys]
     if len(nets) != len(param_keys):
@@ -85,7 +89,8 @@ def save_network(nets, path, param_keys):
             raise FloatingPointError(f'not writing {path}: {key} has NaN/Inf in {len(bad)} tensor(s) '
                                      f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); the previous "
                                      'checkpoints are intact')
-    atomic_save(states, path)
+    write = model_files.safetensors_writer(metadata) if model_files.is_safetensors(path) else None
+    atomic_save(states, path, write=write)
 
 
 def _looks_like_state_dict(obj):
@@ -97,7 +102,7 @@ def read_network_file(load_path, param_key='params'):
     if not os.path.isfile(load_path):
         raise FileNotFoundError(f'network file {load_path!r} does not exist (check path.pretrain_network_*)')
     try:
-        ckpt = torch.load(load_path, map_location='cpu', weights_only=True)
+        ckpt = model_files.load_network_dict(load_path)  # .pth or .safetensors
     except Exception as err:
         raise RuntimeError(f'cannot read network file {load_path!r}: {type(err).__name__}: {err}') from err
     if param_key is None or _looks_like_state_dict(ckpt) and param_key not in ckpt:
@@ -147,12 +152,12 @@ _STATE_RE = re.compile(r'^(\d+)\.state$')
 
 
 def find_latest_state(state_dir, models_dir=None):
-    """Path of the largest ``<N>.state`` whose ``net_g_<N>.pth`` also exists, or None."""
+    """Path of the largest ``<N>.state`` whose ``net_g_<N>.pth`` (or ``.safetensors``) also exists, or None."""
     if not os.path.isdir(state_dir):
         return None
     iters = sorted((int(m.group(1)) for m in map(_STATE_RE.match, os.listdir(state_dir)) if m), reverse=True)
     for it in iters:
-        if models_dir is None or os.path.isfile(os.path.join(models_dir, f'net_g_{it}.pth')):
+        if models_dir is None or model_files.network_file(models_dir, 'net_g', it):
             return os.path.join(state_dir, f'{it}.state')
         logger.warning('Ignoring training state %d.state: its net_g_%d.pth is missing.', it, it)
     return None
