@@ -13,19 +13,11 @@ import numbers
 import os
 import re
 
+from realsr import option_defs as defs
+from realsr.utils.option_error import OptionError  # noqa: F401 (re-exported: realsr.option_schema.OptionError)
 from realsr.runtime.step_options import step_option_kinds, step_option_problems
 from realsr.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY,
                              REGULARIZER_REGISTRY)
-
-
-class OptionError(ValueError):
-    """Raised with every problem found in an option file."""
-
-    def __init__(self, problems, source=None):
-        self.problems = list(problems)
-        where = f' in {source}' if source else ''
-        lines = '\n'.join(f'  - {p}' for p in self.problems)
-        super().__init__(f'{len(self.problems)} problem(s){where}:\n{lines}')
 
 
 # -- value kinds ---------------------------------------------------------------------------
@@ -59,85 +51,26 @@ def _kind_text(kind):
     return ' or '.join(KINDS[k][1] for k in kind.split('|'))
 
 
-# -- the schema ----------------------------------------------------------------------------
-# Real-ESRGAN second-order degradation keys. They live at the top level (pipeline) and in the
-# train dataset (kernels); DASR/CDDNet repeat them with suffixes such as `_weak1`/`_standard1`.
-DEGRADATION_TOP_KEYS = {
-    'resize_prob': 'list', 'resize_range': 'list', 'gaussian_noise_prob': 'num', 'noise_range': 'list',
-    'poisson_scale_range': 'list', 'gray_noise_prob': 'num', 'jpeg_range': 'list', 'second_blur_prob': 'num',
-    'resize_prob2': 'list', 'resize_range2': 'list', 'gaussian_noise_prob2': 'num', 'noise_range2': 'list',
-    'poisson_scale_range2': 'list', 'gray_noise_prob2': 'num', 'jpeg_range2': 'list', 'gt_size': 'int',
-    'queue_size': 'int', 'high_order_degradation': 'bool', 'gt_usm': 'bool', 'l1_gt_usm': 'bool',
-    'percep_gt_usm': 'bool', 'gan_gt_usm': 'bool', 'crop_pad_size': 'int', 'per_sample': 'bool',
-    'degree_list': 'list', 'degree_prob': 'list', 'num_networks': 'int',
-}
-DEGRADATION_DATASET_KEYS = {
-    'blur_kernel_size': 'int', 'kernel_list': 'list', 'kernel_prob': 'list', 'blur_sigma': 'list',
-    'betag_range': 'list', 'betap_range': 'list', 'sinc_prob': 'num', 'blur_kernel_size2': 'int',
-    'kernel_list2': 'list', 'kernel_prob2': 'list', 'blur_sigma2': 'list', 'betag_range2': 'list',
-    'betap_range2': 'list', 'sinc_prob2': 'num', 'final_sinc_prob': 'num', 'blur_kernel_size_minimum': 'int',
-    'blur_kernel_size2_minimum': 'int', 'kernel_range': 'list', 'crop_pad_size': 'int', 'meta_info': 'str',
-}
-# `resize_prob_weak1`, `blur_sigma_standard1`, ... (DASR degradation spaces)
-_DEGRADATION_VARIANT = re.compile(r'^(?P<base>[a-z0-9_]+?)_(weak|standard|severe)\d*$')
-
-TOP_LEVEL = {
-    'name': 'str|num', 'model_type': 'str', 'scale': 'int', 'num_gpu': 'int|str', 'manual_seed': 'int',
-    'find_unused_parameters': 'bool', 'dist_params': 'dict', 'is_train': 'bool', 'dist': 'bool', 'rank': 'int',
-    'world_size': 'int', 'auto_resume': 'bool', 'root_path': 'str', 'datasets': 'dict', 'path': 'dict',
-    'train': 'dict', 'val': 'dict', 'logger': 'dict', 'tile': 'dict',
-    'weight': 'num',  # Simple-Align's regularizer strength
-    'regularizers': 'list',
-    'datasets_grid': 'dict|list',  # expanded into datasets by realsr.benchmark.grid before validation
-    **DEGRADATION_TOP_KEYS,
-    **step_option_kinds(''),  # use_amp, amp_bf16, use_channels_last, use_compile, compile_mode
-}
-_NETWORK_KEY = re.compile(r'^network_\w+$')
-
-DIST_PARAMS = {'backend': 'str', 'port': 'int'}
-
-LOADER_KEYS = {
-    'name': 'str|num', 'type': 'str', 'phase': 'str', 'scale': 'int', 'io_backend': 'dict',
-    'num_worker_per_gpu': 'int', 'batch_size_per_gpu': 'int', 'dataset_enlarge_ratio': 'int',
-    'prefetch_mode': 'str', 'num_prefetch_queue': 'int', 'pin_memory': 'bool', 'persistent_workers': 'bool',
-    'use_shuffle': 'bool',  # read by nobody (shuffling comes from the sampler), kept for old files
-    'skip_bad_images': 'bool',
-}
-# Keys each built-in dataset reads (BasicSR names). Other dataset types are checked only for
-# the loader keys' types, since we cannot know what a user's dataset reads.
-DATASET_KEYS = {
-    'PairedImageDataset': {'dataroot_gt': 'str', 'dataroot_lq': 'str', 'meta_info_file': 'str', 'filename_tmpl': 'str',
-                           'gt_size': 'int', 'use_hflip': 'bool', 'use_flip': 'bool', 'use_rot': 'bool', 'color': 'str',
-                           'mean': 'list', 'std': 'list'},
-    'SingleImageDataset': {'dataroot_lq': 'str', 'meta_info_file': 'str', 'color': 'str', 'mean': 'list', 'std': 'list'},
-    # meta_info_file: DRCT's Real-DRCT files use PairedImageDataset's spelling
-    'RealESRGANDataset': {'dataroot_gt': 'str', 'meta_info': 'str', 'meta_info_file': 'str', 'gt_size': 'int',
-                          'use_hflip': 'bool', 'use_rot': 'bool', 'crop_pad_size': 'int'},
-}
-DATASET_KEYS['RealESRGANPairedDataset'] = {**DATASET_KEYS['PairedImageDataset'], 'meta_info': 'str'}
-IO_BACKEND = {'type': 'str', 'db_paths': 'list|str', 'client_keys': 'list|str', 'readonly': 'bool', 'lock': 'bool',
-              'readahead': 'bool'}
+# -- the schema: derived from the definitions (realsr/option_defs.py: add new options there) --------
+DEGRADATION_TOP_KEYS = defs.kinds(defs.DEGRADATION_TOP)
+DEGRADATION_DATASET_KEYS = defs.kinds(defs.DEGRADATION_DATASET)
+TOP_LEVEL = defs.kinds(defs.TOP_LEVEL)
+_NETWORK_KEY = defs.NETWORK_KEY
+DIST_PARAMS = defs.kinds(defs.DIST_PARAMS)
+LOADER_KEYS = defs.kinds(defs.LOADER)
+DATASET_KEYS = {name: defs.kinds(options) for name, options in defs.DATASET_TYPES.items()}
+IO_BACKEND = defs.kinds(defs.IO_BACKEND)
 IO_BACKEND_TYPES = ('disk', 'lmdb')
 PREFETCH_MODES = (None, 'cpu', 'cuda')
-
-PATH = {'resume_state': 'str', 'ignore_resume_networks': 'list', 'experiments_root': 'str', 'results_root': 'str',
-        'root': 'str', 'models': 'str', 'training_states': 'str', 'log': 'str', 'visualization': 'str',
-        'pretrain_network_g_path': 'str'}
-_PATH_PATTERNS = {re.compile(r'^pretrain_network_\w+$'): 'str', re.compile(r'^param_key_\w+$'): 'str',
-                  re.compile(r'^strict_load_\w+$'): 'bool'}
-
-TRAIN = {'total_iter': 'int', 'warmup_iter': 'int', 'ema_decay': 'num', 'optim_g': 'dict', 'optim_d': 'dict',
-         'scheduler': 'dict', 'net_d_iters': 'int', 'net_d_init_iters': 'int',
-         **step_option_kinds('train')}  # grad_clip, grad_clip_max_norm, use_grad_clip, nonfinite_max_skips
-_LOSS_KEY = re.compile(r'^\w+_opt$')
-
-VAL = {'val_freq': 'int', 'save_img': 'bool', 'suffix': 'str', 'pbar': 'bool', 'metrics': 'dict', 'tile': 'dict',
-       'compare_bicubic': 'bool', 'pad_mode': 'str'}
-TILE = {'tile_size': 'int', 'tile_pad': 'int'}
-METRIC_EXTRA = {'type': 'str', 'better': 'str'}
-
-LOGGER = {'print_freq': 'int', 'save_checkpoint_freq': 'int', 'use_tb_logger': 'bool', 'wandb': 'dict'}
-WANDB = {'project': 'str', 'resume_id': 'str', 'entity': 'str'}
+PATH = defs.kinds(defs.PATH)
+_PATH_PATTERNS = {pattern: kind for pattern, kind, _ in defs.PATH_PATTERNS}
+TRAIN = defs.kinds(defs.TRAIN)
+_LOSS_KEY = defs.LOSS_KEY
+VAL = defs.kinds(defs.VAL)
+TILE = defs.kinds(defs.TILE)
+METRIC_EXTRA = defs.kinds(defs.METRIC)
+LOGGER = defs.kinds(defs.LOGGER)
+WANDB = defs.kinds(defs.WANDB)
 
 SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
 
@@ -216,8 +149,7 @@ class _Checker:
     # -- sections ------------------------------------------------------------------------
     def run(self):
         opt = self.opt
-        self.section(opt, '', TOP_LEVEL, {_NETWORK_KEY: 'dict', **{
-            re.compile(rf'^{re.escape(k)}_(weak|standard|severe)\d*$'): kind for k, kind in DEGRADATION_TOP_KEYS.items()}})
+        self.section(opt, '', TOP_LEVEL, {_NETWORK_KEY: 'dict'})
         for key in ('name', 'model_type'):
             if key not in opt:
                 self.add(f"missing top-level key '{key}'")
@@ -228,6 +160,9 @@ class _Checker:
             self.registry_type(MODEL_REGISTRY, opt['model_type'], 'model_type')
         if isinstance(opt.get('dist_params'), dict):
             self.section(opt['dist_params'], 'dist_params', DIST_PARAMS)
+            timeout = opt['dist_params'].get('timeout')
+            if _is_num(timeout) and timeout <= 0:
+                self.add(f"'dist_params.timeout' must be a positive number of seconds, got {timeout!r}")
         for key, value in opt.items():
             if _NETWORK_KEY.match(str(key)) and isinstance(value, dict):
                 self.network(value, key)
@@ -264,7 +199,7 @@ class _Checker:
         from realsr.benchmark.grid import expand_dataset_grid
         expanded = {k: copy.deepcopy(opt[k]) for k in ('datasets', 'datasets_grid', 'scale') if k in opt}
         try:
-            expand_dataset_grid(expanded)
+            expand_dataset_grid(expanded, dataset_keys=defs.known_dataset_keys)
         except OptionError as err:
             self.problems += err.problems
             return
@@ -309,8 +244,7 @@ class _Checker:
                 self.section(ds, path, LOADER_KEYS, allow_extra=True)
             else:
                 train_keys = {**DEGRADATION_DATASET_KEYS, **step_option_kinds('datasets.train')}
-                self.section(ds, path, {**LOADER_KEYS, **known, **(train_keys if phase == 'train' else {})},
-                             {_DEGRADATION_VARIANT: 'any'} if phase == 'train' else None)
+                self.section(ds, path, {**LOADER_KEYS, **known, **(train_keys if phase == 'train' else {})})
             io = ds.get('io_backend')
             if io is None and cls is not None and known is not None and ds['type'] in DATASET_KEYS:
                 self.add(f"'{path}.io_backend' is missing (e.g. io_backend: {{type: disk}})")

@@ -2,6 +2,9 @@
 
 ``python realsr/train.py -opt X.yml [--launcher none|pytorch|slurm] [--auto_resume] [--debug]
 [--local_rank N | --local-rank N] [--force_yml key:sub=value ...]``
+
+For --dry_run: ``format_resolved_options(opt)`` is the YAML of the resolved options (defaults
+filled in from realsr/option_defs.py); ``validate_options`` is in realsr/option_schema.py.
 """
 import argparse
 import datetime
@@ -13,6 +16,7 @@ import sys
 import yaml
 
 from realsr.benchmark.grid import expand_dataset_grid
+from realsr.option_defs import fill_defaults, known_dataset_keys
 from realsr.option_schema import OptionError, validate_options
 from realsr.utils.yaml_util import yaml_load, yaml_load_text
 
@@ -77,16 +81,19 @@ def _debug_settings(opt):
 
 
 def _fill_defaults(opt, is_train):
-    opt.setdefault('num_gpu', 'auto')
-    opt.setdefault('path', {})
-    if is_train:
-        opt.setdefault('logger', {})
-        opt['logger'].setdefault('print_freq', 100)
-        opt['logger'].setdefault('save_checkpoint_freq', 5000)
-        opt['logger'].setdefault('use_tb_logger', True)
-    if opt.get('val') is not None:
-        opt['val'].setdefault('suffix', None)
-        opt['val'].setdefault('save_img', False)
+    """Defaults come from the option definitions (realsr/option_defs.py), nowhere else."""
+    fill_defaults(opt, is_train)
+
+
+def format_resolved_options(opt):
+    """The fully resolved options (defaults filled in) as YAML text, in the file's key order."""
+    def plain(value):  # tuples and other YAML-unfriendly containers as plain lists/dicts
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+    return yaml.safe_dump(plain(opt), sort_keys=False, default_flow_style=None, width=120)
 
 
 def _datasets(opt):
@@ -147,7 +154,7 @@ def parse_options(root_path, is_train=True, argv=None):
     if args.debug and not str(opt.get('name', '')).startswith('debug_'):
         opt['name'] = 'debug_' + str(opt.get('name', ''))
     _fill_defaults(opt, is_train)
-    expand_dataset_grid(opt, args.opt)  # datasets_grid -> test_* blocks, before phases/scale are set
+    expand_dataset_grid(opt, args.opt, known_dataset_keys)  # datasets_grid -> test_* blocks, before phases, scale
     _datasets(opt)
     _prepare_default_data(opt)
     validate_options(opt, is_train=is_train, source=args.opt)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
+from realsr.option_defs import known_dataset_keys
 from realsr.benchmark.grid import expand_dataset_grid, expand_grid
 from realsr.benchmark.report import (ReportError, build_table, compare_runs, format_comparison, load_run,
                                      split_set_name, write_report)
@@ -112,7 +113,7 @@ def test_grid_errors(change, expected):
     opt = _grid_opt()
     opt['datasets_grid'].update(change)
     with pytest.raises(OptionError) as err:
-        expand_dataset_grid(opt)
+        expand_dataset_grid(opt, dataset_keys=known_dataset_keys)  # as parse_options passes them
     assert len(err.value.problems) == len(expected)
     for problem, want in zip(err.value.problems, expected):
         assert problem.startswith(want), problem

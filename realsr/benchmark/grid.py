@@ -27,7 +27,7 @@ import difflib
 import string
 
 from realsr.degradations.testset_protocol import VARIANTS
-from realsr.option_schema import DATASET_KEYS, LOADER_KEYS, OptionError
+from realsr.utils.option_error import OptionError
 
 GRID_KEY = 'datasets_grid'
 TEMPLATE_FIELDS = ('dataset', 'folder', 'degradation', 'scale')
@@ -88,9 +88,10 @@ def _degradations(value, path, problems):
     return out
 
 
-def expand_grid(grid, scale=None, path=GRID_KEY):
-    """One grid mapping -> ``(prefix, [dataset block, ...])`` in the grid's order.
-    Raises :class:`OptionError` naming every problem."""
+def expand_grid(grid, scale=None, path=GRID_KEY, dataset_keys=None):
+    """One grid mapping -> ``(prefix, [dataset block, ...])`` in the grid's order. ``dataset_keys``:
+    a function from a dataset type to the keys its blocks may hold (None: unknown), so a key no
+    block could take is reported once. Raises :class:`OptionError` naming every problem."""
     problems = []
     if not isinstance(grid, dict):
         raise OptionError([f"'{path}' must be a mapping (datasets, degradations, dataroot_gt, dataroot_lq, ...)"])
@@ -109,11 +110,11 @@ def expand_grid(grid, scale=None, path=GRID_KEY):
     template.setdefault('name', DEFAULT_NAME)
     template.setdefault('type', 'PairedImageDataset')
     template.setdefault('io_backend', {'type': 'disk'})
-    known = DATASET_KEYS.get(template['type'])
+    known = dataset_keys(template['type']) if dataset_keys is not None else None
     if known is not None:  # a key no block could take is reported once, here, not once per block
         for key in template:
-            if key not in known and key not in LOADER_KEYS:
-                close = difflib.get_close_matches(str(key), list(known) + list(_CONTROL_KEYS), n=1, cutoff=0.6)
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known) + list(_CONTROL_KEYS), n=1, cutoff=0.6)
                 hint = f"; did you mean '{close[0]}'?" if close else ''
                 problems.append(f"unknown key '{path}.{key}' for {template['type']}{hint}")
     for key, value in template.items():
@@ -145,10 +146,10 @@ def _index(key, prefix):
     return int(tail) if head == prefix and tail.isdigit() else None
 
 
-def expand_dataset_grid(opt, source=None):
+def expand_dataset_grid(opt, source=None, dataset_keys=None):
     """Replace ``opt['datasets_grid']`` (a mapping or a list of them) with numbered blocks in
     ``opt['datasets']``; a no-op without it. Returns ``opt``; problems raise :class:`OptionError`
-    (``source``: the option file, named in the message)."""
+    (``source``: the option file, named in the message; ``dataset_keys``: see :func:`expand_grid`)."""
     if GRID_KEY not in opt:
         return opt
     grids = opt.pop(GRID_KEY)
@@ -168,7 +169,7 @@ def expand_dataset_grid(opt, source=None):
     problems, expanded = [], []
     for path, grid in grids:
         try:
-            expanded.append(expand_grid(grid, opt.get('scale'), path))
+            expanded.append(expand_grid(grid, opt.get('scale'), path, dataset_keys))
         except OptionError as err:
             problems += err.problems
     if problems:
