@@ -98,12 +98,18 @@ class PairedImageDataset(data.Dataset):
         else:
             if backend == 'disk':
                 maybe_prepare_default_data(self.gt_folder, self.lq_folder)
-            if opt.get('meta_info_file') is not None:
+            self.paths = self._paths_from_list(opt)
+            if self.paths is None and opt.get('meta_info_file') is not None:
                 self.paths = paired_paths_from_meta_info_file([self.lq_folder, self.gt_folder], ['lq', 'gt'],
                                                               opt['meta_info_file'], self.filename_tmpl)
-            else:
+            elif self.paths is None:
                 self.paths = paired_paths_from_folder([self.lq_folder, self.gt_folder], ['lq', 'gt'],
                                                       self.filename_tmpl)
+
+    def _paths_from_list(self, opt):
+        """The pairs a subclass reads from its own list file (disk backend), or None to find them as BasicSR
+        does (``meta_info_file`` or a folder scan), which needs images directly in the two folders."""
+        return None
 
     def _file_client(self):
         if self.file_client is None:

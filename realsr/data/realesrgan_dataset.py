@@ -112,18 +112,20 @@ class RealESRGANPairedDataset(PairedImageDataset):
     ``PairedImageDataset``, except that ``meta_info`` lists ``gt/path.png, lq/path.png`` per line
     (paths relative to ``dataroot_gt`` and ``dataroot_lq``), as in Real-ESRGAN."""
 
-    def __init__(self, opt):
-        super().__init__({k: v for k, v in opt.items() if k != 'meta_info'})
-        self.opt = opt
-        if opt.get('meta_info') is not None and self.io_backend_opt.get('type', 'disk') != 'lmdb':
-            self.paths = []
-            with open(opt['meta_info'], encoding='utf-8') as f:
-                for number, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    parts = [p.strip() for p in line.strip().split(', ')]
-                    if len(parts) != 2:
-                        raise ValueError(f"meta_info '{opt['meta_info']}' line {number}: expected 'gt_path, lq_path', "
-                                         f'got {line.strip()!r}')
-                    self.paths.append({'gt_path': os.path.join(self.gt_folder, parts[0]),
-                                       'lq_path': os.path.join(self.lq_folder, parts[1])})
+    def _paths_from_list(self, opt):
+        # Read before any folder scan: Real-ESRGAN's layout points both dataroots at a parent folder
+        # (datasets/DF2K) that holds no image itself.
+        if opt.get('meta_info') is None:
+            return None
+        paths = []
+        with open(opt['meta_info'], encoding='utf-8') as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                parts = [p.strip() for p in line.strip().split(', ')]
+                if len(parts) != 2:
+                    raise ValueError(f"meta_info '{opt['meta_info']}' line {number}: expected 'gt_path, lq_path', "
+                                     f'got {line.strip()!r}')
+                paths.append({'gt_path': os.path.join(self.gt_folder, parts[0]),
+                              'lq_path': os.path.join(self.lq_folder, parts[1])})
+        return paths
