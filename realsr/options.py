@@ -15,6 +15,7 @@ import sys
 
 import yaml
 
+from realsr import compat
 from realsr.benchmark.grid import expand_dataset_grid
 from realsr.option_defs import fill_defaults, known_dataset_keys
 from realsr.option_schema import OptionError, validate_options
@@ -35,6 +36,9 @@ def build_arg_parser(is_train=True):
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument('--force_yml', '--force-yml', nargs='+', default=None, metavar='KEY=VALUE',
                         help='override option values, e.g. train:total_iter=1000 or train.optim_g.lr=1e-4')
+    parser.add_argument('--dry_run', '--dry-run', action='store_true',
+                        help='check the whole file (options, data, pretrained weights), print the resolved options '
+                             'and exit 0, or 2 listing every problem; writes nothing and needs no GPU')
     return parser
 
 
@@ -71,15 +75,6 @@ def apply_force_yml(opt, entries):
     return opt
 
 
-def _debug_settings(opt):
-    if 'debug' in str(opt['name']):
-        if isinstance(opt.get('val'), dict):
-            opt['val']['val_freq'] = 8
-        opt.setdefault('logger', {})
-        opt['logger']['print_freq'] = 1
-        opt['logger']['save_checkpoint_freq'] = 8
-
-
 def _fill_defaults(opt, is_train):
     """Defaults come from the option definitions (realsr/option_defs.py), nowhere else."""
     fill_defaults(opt, is_train)
@@ -108,14 +103,30 @@ def _datasets(opt):
                 dataset[k] = os.path.expanduser(str(dataset[k]))
 
 
-def _prepare_default_data(opt):
-    """The quickstart's embedded photos are written on first use (no download)."""
-    from realsr.data.default_data import ensure_default_data
-    for dataset in (opt.get('datasets') or {}).values():
+def _prepare_default_data(opt, into=None):
+    """The quickstart's embedded photos are written on first use (no download).
+
+    With ``into`` (a dry run's temporary folder) a missing default dataset is written there
+    instead and the dataset paths are pointed at it; returns ``{(dataset key, path key): original
+    path}`` for each path moved, so the caller can point them back."""
+    from realsr.data.default_data import DEFAULT_DATA_NAME, ensure_default_data
+    moved = {}
+    for name, dataset in (opt.get('datasets') or {}).items():
         if isinstance(dataset, dict):
             for k in ('dataroot_gt', 'dataroot_lq'):
-                if dataset.get(k) is not None and not os.path.isdir(dataset[k]):
+                path = dataset.get(k)
+                if path is None or os.path.isdir(path):
+                    continue
+                if into is None:
+                    ensure_default_data(path)
+                    continue
+                parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+                if DEFAULT_DATA_NAME in parts:
+                    idx = len(parts) - 1 - parts[::-1].index(DEFAULT_DATA_NAME)
+                    dataset[k] = os.path.join(into, *parts[idx:])
+                    moved[(name, k)] = path
                     ensure_default_data(dataset[k])
+    return moved
 
 
 def _set_paths(opt, root_path, is_train):
@@ -138,12 +149,32 @@ def _set_paths(opt, root_path, is_train):
         path['visualization'] = os.path.join(root, 'visualization')
 
 
+def _dry_run_options(opt, args, root_path, is_train):
+    """``parse_options`` for ``--dry_run``: validate and resolve the options like a real run, but
+    start no process group, draw no seed, need no GPU and write nothing (a missing default dataset
+    goes to a temporary folder that :mod:`realsr.engine.dry_run` deletes). ``args.dry_run_moved``
+    and ``args.dry_run_tmp`` say what was moved where."""
+    import tempfile
+    args.dry_run_tmp = tempfile.mkdtemp(prefix='realsr-dry-run-')
+    try:
+        args.dry_run_moved = _prepare_default_data(opt, into=args.dry_run_tmp)
+        validate_options(opt, is_train=is_train, source=args.opt)
+    except BaseException:
+        shutil.rmtree(args.dry_run_tmp, ignore_errors=True)
+        raise
+    compat.apply_debug_settings(opt)
+    opt['dist'], opt['rank'], opt['world_size'], opt['device'] = False, 0, 1, 'cpu'
+    _set_paths(opt, root_path, is_train)
+    return opt, args
+
+
 def parse_options(root_path, is_train=True, argv=None):
     """Parse the command line and the option file; validate it; set up distribution, the seed
     and the experiment paths. Returns ``(opt, args)``."""
     import torch
 
-    from realsr.runtime.dist import get_dist_info, init_dist
+    from realsr.runtime.dist import get_dist_info, init_dist, resolve_backend
+    from realsr.runtime.logger import get_root_logger
     from realsr.runtime.rng import set_random_seed
 
     args = build_arg_parser(is_train).parse_args(argv)
@@ -156,9 +187,10 @@ def parse_options(root_path, is_train=True, argv=None):
     _fill_defaults(opt, is_train)
     expand_dataset_grid(opt, args.opt, known_dataset_keys)  # datasets_grid -> test_* blocks, before phases, scale
     _datasets(opt)
+    if args.dry_run:
+        return _dry_run_options(opt, args, root_path, is_train)
     _prepare_default_data(opt)
     validate_options(opt, is_train=is_train, source=args.opt)
-    _debug_settings(opt)
 
     if opt['num_gpu'] == 'auto':
         opt['num_gpu'] = torch.cuda.device_count()
@@ -173,10 +205,16 @@ def parse_options(root_path, is_train=True, argv=None):
     else:
         opt['dist'] = True
         dist_params = opt.get('dist_params') or {}
-        device = init_dist(args.launcher, backend=dist_params.get('backend') if args.launcher == 'slurm' else None,
-                           port=dist_params.get('port'), use_cuda=use_cuda, local_rank=args.local_rank)
+        try:
+            backend = resolve_backend(dist_params.get('backend'), use_cuda)
+        except ValueError as err:
+            raise OptionError([str(err)], args.opt) from err
+        device = init_dist(args.launcher, backend=backend, port=dist_params.get('port'), use_cuda=use_cuda,
+                           local_rank=args.local_rank)
     opt['rank'], opt['world_size'] = get_dist_info()
     opt['device'] = str(device)
+    get_root_logger()  # so that the switches below log (rank 0 only)
+    compat.apply_debug_settings(opt)
 
     seed = opt.get('manual_seed')
     if seed is None:

@@ -11,8 +11,9 @@ import torch
 
 from conftest import write_pair_folders
 from realsr.archs import build_network
+from realsr.compat import simple_align_regularizers as simple_align_from_legacy_options
 from realsr.regularizers import build_regularizers
-from realsr.regularizers.feature_alignment import FeatureAlignment, simple_align_from_legacy_options
+from realsr.regularizers.feature_alignment import FeatureAlignment
 
 SMALL_NET = {'type': 'MSRResNet_details', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
              'upscale': 4}

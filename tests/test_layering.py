@@ -8,7 +8,7 @@ import realsr
 
 # Bottom to top. A top-level package or module of realsr belongs to exactly one layer.
 LAYERS = [
-    {'version', 'registry', 'utils'},
+    {'version', 'registry', 'utils', 'compat'},  # compat: name-based switches of other projects' files
     {'regularizers', 'degradations', 'metrics'},  # pure building blocks
     {'archs', 'analysis', 'benchmark'},  # archs host regularizer sites; benchmark = grid definitions
     {'losses'},  # perceptual losses build VGG from archs

@@ -9,6 +9,7 @@ import torch
 
 from realsr.data import build_dataset
 from realsr.data.loader import build_dataloader
+from realsr.engine.dry_run import run_dry_run
 from realsr.runtime.logger import close_file_handlers, get_root_logger
 from realsr.models import build_model
 from realsr.options import make_exp_dirs, parse_options
@@ -58,7 +59,9 @@ def _fmt(value):
 
 
 def test_pipeline(root_path, argv=None):
-    opt, _ = parse_options(root_path, is_train=False, argv=argv)
+    opt, args = parse_options(root_path, is_train=False, argv=argv)
+    if args.dry_run:
+        return run_dry_run(opt, args, is_train=False)
     torch.backends.cudnn.benchmark = False  # every test image has its own size: autotuning each is waste
     make_exp_dirs(opt)
     log_file = os.path.join(opt['path']['log'], f"test_{opt['name']}_{datetime.datetime.now():%Y%m%d_%H%M%S}.log")

@@ -15,9 +15,11 @@ import time
 import torch
 from tqdm import tqdm
 
+from realsr import compat
 from realsr.data import build_dataset
 from realsr.data.loader import build_dataloader, make_prefetcher
 from realsr.data.sampler import EnlargedSampler
+from realsr.engine.dry_run import run_dry_run
 from realsr.runtime import checkpoint, model_files
 from realsr.runtime.dist import barrier, get_dist_info
 from realsr.runtime.logger import MessageLogger, close_file_handlers, get_root_logger, init_tb_logger
@@ -116,13 +118,15 @@ def _validate_all(model, val_loaders, current_iter, tb_logger, save_img):
 
 def train_pipeline(root_path, argv=None):
     opt, args = parse_options(root_path, is_train=True, argv=argv)
+    if args.dry_run:
+        return run_dry_run(opt, args, is_train=True)
     opt['root_path'] = root_path
     rank, _ = get_dist_info()
 
     resume_state = load_resume_state(opt)
     if resume_state is None and rank == 0:
         make_exp_dirs(opt)
-        if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name']:
+        if opt['logger'].get('use_tb_logger') and not compat.is_debug_run(opt):
             archive_existing(os.path.join(root_path, 'tb_logger', opt['name']))
     barrier()
     if rank == 0:
@@ -132,7 +136,7 @@ def train_pipeline(root_path, argv=None):
     logger = get_root_logger(log_file=log_file)
     logger.info('realsr training: torch %s, %s', torch.__version__, opt['device'])
     tb_logger = None
-    if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and rank == 0:
+    if opt['logger'].get('use_tb_logger') and not compat.is_debug_run(opt) and rank == 0:
         tb_logger = init_tb_logger(os.path.join(root_path, 'tb_logger', opt['name']))
 
     train_loader, train_sampler, val_loaders = create_train_val_dataloaders(opt, logger)

@@ -13,7 +13,7 @@ from realsr.losses import build_loss
 from realsr.models.base_model import BaseModel
 from realsr.regularizers import build_regularizers
 from realsr.regularizers.base import Regularizer
-from realsr.regularizers.feature_alignment import simple_align_from_legacy_options
+from realsr.compat import simple_align_regularizers
 from realsr.registry import MODEL_REGISTRY
 from realsr.utils.tiling import tiled_forward
 
@@ -41,8 +41,8 @@ class SRModel(BaseModel):
         bare = checkpoint.unwrap(self.net_g)
         self.regularizers = list(getattr(bare, 'regularizers', [])) + build_regularizers(
             self.opt.get('regularizers'), bare)
-        # Simple-Align's own files switch it on by name ('reg' in name and dataset name) + `weight`
-        self.regularizers += build_regularizers(simple_align_from_legacy_options(self.opt), bare)
+        # Simple-Align's own files switch it on by name (realsr.compat)
+        self.regularizers += build_regularizers(simple_align_regularizers(self.opt), bare)
         for reg in self.regularizers:
             logger.info('Regularizer: %s at %s', reg, ', '.join(f'{name}:{side}' for _, name, side in reg.attached))
         self.num_views = max([reg.num_views for reg in self.regularizers], default=1)

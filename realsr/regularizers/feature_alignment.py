@@ -206,32 +206,3 @@ class FeatureAlignment(Regularizer):
     def __repr__(self):
         return (f'{type(self).__name__}(weight={self.weight}, sites={self.sites}, rff_features={self.rff_features}, '
                 f'rff_sigma={self.rff_sigma}, reduction={self.reduction!r})')
-
-
-# -------------------------------------------------------------------------------------------
-# the reference's option switch
-# -------------------------------------------------------------------------------------------
-def _train_dataset_name(opt):
-    for key, ds in (opt.get('datasets') or {}).items():
-        if str(key).split('_')[0] == 'train' and isinstance(ds, dict):
-            return str(ds.get('name', ''))
-    return ''
-
-
-def simple_align_from_legacy_options(opt):
-    """The regularizer option dicts that Simple-Align's own option files switch on: the
-    reference trains with the alignment loss when ``'reg'`` is in both the run ``name`` and the
-    training dataset's ``name``, with strength from the top-level ``weight`` (default 1). Returns
-    ``[{'type': 'FeatureAlignment', 'weight': ...}]`` then, else ``[]`` (also when the
-    ``regularizers:`` list already has a FeatureAlignment, so it is never added twice)."""
-    if not ('reg' in str(opt.get('name', '')) and 'reg' in _train_dataset_name(opt)):
-        return []
-    if any(isinstance(r, dict) and r.get('type') == 'FeatureAlignment' for r in opt.get('regularizers') or []):
-        logger.info("Simple-Align name switch ('reg' in name and dataset name) ignored: regularizers: already "
-                    'lists a FeatureAlignment.')
-        return []
-    weight = float(opt.get('weight', 1.0))
-    logger.info("Simple-Align's legacy switch ('reg' in the run name and the training dataset name) turned on "
-                'FeatureAlignment with weight %s (top-level weight). The explicit form is the better way: '
-                'regularizers: [{type: FeatureAlignment, weight: %s}]', weight, weight)
-    return [{'type': 'FeatureAlignment', 'weight': weight}]

@@ -1,6 +1,7 @@
 """torch.distributed set-up: torchrun / torch.distributed.launch (``--launcher pytorch``) and Slurm.
 
-NCCL with one GPU per process when CUDA is used, gloo on CPU. ``LOCAL_RANK`` picks the device
+NCCL with one GPU per process when CUDA is used, gloo on CPU, unless ``dist_params.backend`` says
+otherwise. ``LOCAL_RANK`` picks the device
 (torchrun sets it; the old launcher's ``--local_rank``/``--local-rank`` flag is also honoured).
 """
 import functools
@@ -11,11 +12,31 @@ import torch
 import torch.distributed as dist
 
 
+# Backends torch.distributed knows that work on a CPU-only process, and those that need CUDA.
+_CPU_BACKENDS = ('gloo', 'mpi', 'ucc')
+_CUDA_BACKENDS = ('nccl', 'gloo', 'mpi', 'ucc')
+
+
+def resolve_backend(backend, use_cuda):
+    """The process-group backend for ``dist_params.backend`` (``None``: nccl with CUDA, gloo
+    without). Raises ``ValueError`` naming the key when it cannot work on the device."""
+    if backend is None:
+        return 'nccl' if use_cuda else 'gloo'
+    name = str(backend).lower()
+    known = _CUDA_BACKENDS if use_cuda else _CPU_BACKENDS
+    if name not in known:
+        where = 'with CUDA' if use_cuda else 'on a CPU (num_gpu: 0 or no GPU visible)'
+        raise ValueError(f"dist_params.backend: {backend!r} cannot work {where}; use one of {', '.join(known)} "
+                         f"or leave it out ({'nccl' if use_cuda else 'gloo'} is the default)")
+    return name
+
+
 def init_dist(launcher, backend=None, port=None, use_cuda=None, local_rank=None):
-    """Initialise the default process group; returns the device this process should use."""
+    """Initialise the default process group; returns the device this process should use.
+    ``backend`` (``dist_params.backend``) is honoured for every launcher; see :func:`resolve_backend`."""
     if use_cuda is None:
         use_cuda = torch.cuda.is_available()
-    backend = backend or ('nccl' if use_cuda else 'gloo')
+    backend = resolve_backend(backend, use_cuda)
     if launcher == 'pytorch':
         for var in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
             if var not in os.environ:

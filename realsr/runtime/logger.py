@@ -13,6 +13,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from realsr import compat
 from realsr.runtime.dist import get_dist_info
 
 LOGGER_NAME = 'realsr'
@@ -76,6 +77,7 @@ class MessageLogger:
 
     def __init__(self, opt, start_iter=0, tb_logger=None, device=None):
         self.exp_name = str(opt['name'])
+        self.debug_run = compat.is_debug_run(opt)  # BasicSR: no tensorboard scalars in debug runs
         self.interval = opt['logger']['print_freq']
         self.max_iters = opt['train']['total_iter']
         self.use_tb_logger = opt['logger'].get('use_tb_logger', False)
@@ -113,7 +115,7 @@ class MessageLogger:
                         f'peak mem: {peak_memory_mb(self.device):.0f} MB] ')
         for k, v in log_vars.items():
             message += f'{k}: {v:.4e} '
-            if self.use_tb_logger and self.tb_logger is not None and 'debug' not in self.exp_name:
+            if self.use_tb_logger and self.tb_logger is not None and not self.debug_run:
                 self.tb_logger.add_scalar(f'losses/{k}' if k.startswith('l_') else k, v, current_iter)
         if self.use_tb_logger and self.tb_logger is not None:
             self.tb_logger.add_scalar('lr', lrs[0], current_iter)
