@@ -17,8 +17,9 @@ kept) and written in their own format; --compression_level is the PNG level (0-9
 
 Running it again on the same output folder resumes: every output is written under a temporary name and
 renamed when complete, so sub-images already present are complete and are kept; only missing ones are
-written. The crop settings are recorded in <output>/.extract_subimages.json; a run with different settings,
-or into a non-empty folder this script did not write, is refused (nothing is overwritten).
+written. The input folder and crop settings are recorded in <output>/.extract_subimages.json; a run from
+another input folder or with other settings, or into a non-empty folder this script did not write, is refused
+(nothing is overwritten; one output folder holds the sub-images of one input folder).
 """
 import argparse
 import functools
@@ -129,7 +130,8 @@ def extract_one(path, save_folder, crop_size, step, thresh_size, compression_lev
 
 
 def _check_settings(save_folder, settings):
-    """Refuse an output folder holding other files or sub-images cut with other settings; record ours."""
+    """Refuse an output folder holding other files, or sub-images of another folder or cut with other settings
+    (a sub-image of the same name would be taken as already done); record ours."""
     record = os.path.join(save_folder, SETTINGS_FILE)
     if os.path.isfile(record):
         with open(record, encoding='utf-8') as f:
@@ -138,9 +140,9 @@ def _check_settings(save_folder, settings):
             except json.JSONDecodeError:
                 previous = None
         if previous != settings:
-            raise PrepError(f"'{save_folder}' holds sub-images cut with other settings ({previous}, recorded in "
-                            f'{record}); this run asks for {settings}. Use another --output folder or delete this '
-                            'one.')
+            raise PrepError(f"'{save_folder}' holds sub-images of another input folder or cut with other settings "
+                            f'({previous}, recorded in {record}); this run asks for {settings}. Use another --output '
+                            'folder or delete this one.')
         return
     if os.path.isdir(save_folder) and any(not n.startswith('.') for n in os.listdir(save_folder)):
         raise PrepError(f"The output folder '{save_folder}' is not empty and was not written by this script (no "
@@ -176,7 +178,8 @@ def extract_subimages(input_folder, save_folder, crop_size, step, thresh_size=0,
         shown = '; '.join(f"{' and '.join(v)} -> {k}" for k, v in list(clashes.items())[:5])
         raise PrepError(f"Several images of '{input_folder}' would give sub-images of the same name: {shown}.")
     os.makedirs(save_folder, exist_ok=True)
-    _check_settings(save_folder, {'crop_size': int(crop_size), 'step': int(step), 'thresh_size': int(thresh_size)})
+    _check_settings(save_folder, {'input': os.path.realpath(input_folder), 'crop_size': int(crop_size),
+                                  'step': int(step), 'thresh_size': int(thresh_size)})
     _remove_stale_temporaries(save_folder)
     worker = functools.partial(extract_one, save_folder=save_folder, crop_size=int(crop_size), step=int(step),
                                thresh_size=int(thresh_size), compression_level=int(compression_level))

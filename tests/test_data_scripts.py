@@ -112,6 +112,10 @@ def test_rerun_resumes_and_refuses_other_settings(div2k, tmp_path):
     assert not (out / '.0001_s008.png.0123456789ab.tmp').exists()
     with pytest.raises(PrepError, match='other settings'):
         es.extract_subimages(src, str(out), 20, 10, 3, progress=False)
+    other_input = tmp_path / 'other'
+    _write(other_input / '0001.png', 30, 30, 9)  # same name as a sub-image source above: must not count as done
+    with pytest.raises(PrepError, match='another input folder'):
+        es.extract_subimages(str(other_input), str(out), 20, 15, 3, progress=False)
     foreign = tmp_path / 'foreign'
     _write(foreign / 'x.png', 4, 4, 0)
     with pytest.raises(PrepError, match='not written by this script'):
@@ -263,7 +267,8 @@ def test_multiscale_files_and_rerun(tmp_path):
         with Image.open(out / f'0001T{k}.png') as img:
             assert img.size == size
             # same PIL call on the same pixels in this process: identical bytes expected
-            np.testing.assert_array_equal(np.asarray(img), np.asarray(src.resize(size, resample=Image.Resampling.LANCZOS)))
+            expected = src.resize(size, resample=Image.Resampling.LANCZOS)
+            np.testing.assert_array_equal(np.asarray(img), np.asarray(expected))
     os.remove(out / '0002T2.png')
     assert gms.generate_multiscale(str(tmp_path / 'HR'), str(out), progress=False) == {'images': 2, 'written': 1}
     (tmp_path / 'HR' / '0003.png').write_bytes(b'nope')
