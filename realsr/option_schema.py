@@ -8,14 +8,14 @@ projects accept are accepted here. Keyword arguments of archs, losses, optimizer
 schedulers are checked against the signature of the class they go to.
 """
 import difflib
+import functools
 import inspect
+import math
 import numbers
 import os
-import re
 
 from realsr import option_defs as defs
 from realsr.utils.option_error import OptionError  # noqa: F401 (re-exported: realsr.option_schema.OptionError)
-from realsr.runtime.step_options import step_option_kinds, step_option_problems
 from realsr.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY,
                              REGULARIZER_REGISTRY)
 
@@ -75,6 +75,62 @@ WANDB = defs.kinds(defs.WANDB)
 SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
 
 
+@functools.lru_cache(maxsize=None)
+def _signature_params(target):
+    """``(named parameters, takes **kwargs)`` of a callable, cached: validation runs per file and per test."""
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    params = {n: p for n, p in sig.parameters.items() if n != 'self'}
+    named = {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_metric_params():
+    """``{metric name: (argument names, required names)}`` of the built-in metrics, read from their
+    source with ``ast``: importing them would load OpenCV and scipy, which validation must not."""
+    import ast
+    import importlib.util
+    out = {}
+    for module in METRIC_REGISTRY._builtin_modules:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            continue
+        with open(spec.origin, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), spec.origin)
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and any('METRIC_REGISTRY' in ast.unparse(d) for d in node.decorator_list):
+                args = node.args.args + node.args.kwonlyargs
+                n_required = len(node.args.args) - len(node.args.defaults)
+                required = [a.arg for a in node.args.args[:n_required]]
+                required += [a.arg for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is None]
+                out[node.name] = ([a.arg for a in args], required)
+    return out
+
+
+def _metric_params(name):
+    """(argument names, required names) of a metric, or None when no metric has that name."""
+    registered = METRIC_REGISTRY._obj_map.get(name)  # a user's metric, or a built-in already imported
+    if registered is not None:
+        named, _ = _signature_params(registered)
+        return list(named), [n for n, p in named.items() if p.default is p.empty]
+    return _builtin_metric_params().get(name)
+
+
+# Real-ESRGAN's degradation values the size bound below needs (realsr.degradations.pipeline.DEFAULTS,
+# not imported: it loads OpenCV; tests/test_option_definitions.py checks they agree).
+PIPELINE_SIZE_DEFAULTS = {'resize_prob': [0.2, 0.7, 0.1], 'resize_range': [0.15, 1.5], 'second_blur_prob': 0.8}
+DEFAULT_KERNEL_RANGE = (7, 21)
+DEFAULT_CROP_PAD_SIZE = 400  # RealESRGANDataset's (Real-ESRGAN hard-codes it)
+
+
+def _close(key, candidates):
+    close = difflib.get_close_matches(str(key), list(candidates), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 class _Checker:
     def __init__(self, opt, is_train, check_paths):
         self.opt = opt
@@ -86,7 +142,7 @@ class _Checker:
         self.problems.append(msg)
 
     # generic section: known keys with kinds, optional regex patterns, close-key suggestions
-    def section(self, d, path, known, patterns=None, allow_extra=False):
+    def section(self, d, path, known, patterns=None, allow_extra=False, suggest=()):
         if not isinstance(d, dict):
             self.add(f"'{path}' must be a mapping, got {d!r}")
             return
@@ -98,15 +154,42 @@ class _Checker:
                 kind = next((k for p, k in patterns.items() if p.match(str(key))), None)
             if kind is None:
                 if not allow_extra:
-                    self.unknown_key(full, key, known)
+                    self.unknown_key(full, key, list(known) + list(suggest))
                 continue
             if not _kind_ok(kind, value):
                 self.add(f"'{full}' must be {_kind_text(kind)}, got {value!r}")
 
+    def options(self, d, path, options, patterns=None, suggest=(), allow_extra=False):
+        """A section defined in realsr/option_defs.py: known keys and kinds, then allowed values
+        and minimums."""
+        self.section(d, path, defs.kinds(options), patterns, allow_extra=allow_extra, suggest=suggest)
+        if not isinstance(d, dict):
+            return
+        for o in options:
+            value = d.get(o.name)
+            if value is None or not _kind_ok(o.kind, value) or (isinstance(value, bool) and o.kind != 'bool'):
+                continue
+            full = f'{path}.{o.name}' if path else o.name
+            if o.choices and value not in o.choices:
+                self.add(f"'{full}' must be one of {', '.join(map(str, o.choices))}, got {value!r}")
+            if o.minimum is not None and _is_num(value) and value < o.minimum:
+                self.add(f"'{full}' must be at least {o.minimum:g}, got {value!r}")
+
     def unknown_key(self, full, key, known):
-        close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
-        hint = f"; did you mean '{close[0]}'?" if close else ''
+        close = _close(key, known)
+        hint = f"; did you mean '{close}'?" if close else ''
         self.add(f"unknown key '{full}'{hint}")
+
+    def type_of(self, d, path, example):
+        """``d['type']``; or None after reporting it missing, naming a misspelled 'type' key if one is there."""
+        if 'type' in d:
+            return d['type']
+        typo = _close('type', [k for k in d if isinstance(k, str)])
+        if typo is not None:
+            self.add(f"unknown key '{path}.{typo}'; did you mean 'type'?")
+        else:
+            self.add(f"'{path}' has no 'type' (e.g. {example})")
+        return None
 
     def registry_type(self, registry, name, path):
         try:
@@ -116,25 +199,34 @@ class _Checker:
             return None
 
     def kwargs_for(self, target, kwargs, path, extra_ok=()):
-        """Check keyword arguments against a callable's signature."""
-        try:
-            sig = inspect.signature(target)
-        except (TypeError, ValueError):
+        """Check keyword arguments against a callable's signature: names, required ones, and values
+        where the default says what kind they are (a number, true/false)."""
+        found = _signature_params(target)
+        if found is None:
             return
-        params = {n: p for n, p in sig.parameters.items() if n != 'self'}
-        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        named, var_kw = found
+        name = getattr(target, '__name__', target)
+        for key, value in kwargs.items():
+            p = named.get(key)
+            if p is None:
+                if key not in extra_ok and not var_kw:
+                    close = _close(key, named)
+                    hint = f"; did you mean '{close}'?" if close else f"; {name} takes: {', '.join(named)}"
+                    self.add(f"unknown key '{path}.{key}'{hint}")
+                continue
+            self.like_default(f'{path}.{key}', value, p.default)
+        for n, p in named.items():
+            if p.default is p.empty and n not in kwargs and n not in extra_ok:
+                self.add(f"'{path}' is missing the required key '{n}' of {name}")
+
+    def like_default(self, full, value, default):
+        if value is None or default is inspect.Parameter.empty or default is None:
             return
-        names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        for key in kwargs:
-            if key not in names and key not in extra_ok:
-                close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-                hint = f"; did you mean '{close[0]}'?" if close else f"; {getattr(target, '__name__', target)} takes: {', '.join(names)}"
-                self.add(f"unknown key '{path}.{key}'{hint}")
-        missing = [n for n, p in params.items()
-                   if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in kwargs
-                   and n not in extra_ok]
-        for name in missing:
-            self.add(f"'{path}' is missing the required key '{name}' of {getattr(target, '__name__', target)}")
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                self.add(f"'{full}' must be true or false, got {value!r}")
+        elif isinstance(default, numbers.Real) and (isinstance(value, (str, bool))):
+            self.add(f"'{full}' must be a number, got {value!r}")
 
     def existing(self, path, value, want='dir'):
         if not self.check_paths or value is None:
@@ -146,26 +238,47 @@ class _Checker:
             self.add(f"'{path}': {what} {value!r} does not exist" + (f' (resolved against {os.getcwd()})'
                                                                      if not os.path.isabs(p) else ''))
 
+    # -- the model's slots ---------------------------------------------------------------
+    def model_slots(self, table):
+        """The slots (``defs.LOSS_SLOTS`` / ``defs.NETWORK_SLOTS``) of the file's model, or None
+        for a model we do not know (a user's model not derived from a built-in one)."""
+        model_type = self.opt.get('model_type')
+        if not isinstance(model_type, str):
+            return None
+        if model_type in table:
+            return table[model_type]
+        if model_type not in MODEL_REGISTRY._obj_map:
+            return None
+        for cls in MODEL_REGISTRY._obj_map[model_type].__mro__:
+            if cls.__name__ in table:
+                return table[cls.__name__]
+        return None
+
     # -- sections ------------------------------------------------------------------------
     def run(self):
         opt = self.opt
-        self.section(opt, '', TOP_LEVEL, {_NETWORK_KEY: 'dict'})
+        networks = None
+        if 'model_type' in opt:
+            self.registry_type(MODEL_REGISTRY, opt['model_type'], 'model_type')
+            networks = self.model_slots(defs.NETWORK_SLOTS)
+        self.options(opt, '', defs.TOP_LEVEL, {_NETWORK_KEY: 'dict'},
+                     suggest=[f'network_{n}' for n in (networks or ('g', 'd', 'p'))])
         for key in ('name', 'model_type'):
             if key not in opt:
                 self.add(f"missing top-level key '{key}'")
         num_gpu = opt.get('num_gpu')
         if isinstance(num_gpu, str) and num_gpu != 'auto':
             self.add(f"'num_gpu' must be 'auto' or an integer, got {num_gpu!r}")
-        if 'model_type' in opt:
-            self.registry_type(MODEL_REGISTRY, opt['model_type'], 'model_type')
         if isinstance(opt.get('dist_params'), dict):
-            self.section(opt['dist_params'], 'dist_params', DIST_PARAMS)
-            timeout = opt['dist_params'].get('timeout')
-            if _is_num(timeout) and timeout <= 0:
-                self.add(f"'dist_params.timeout' must be a positive number of seconds, got {timeout!r}")
+            self.options(opt['dist_params'], 'dist_params', defs.DIST_PARAMS)
         for key, value in opt.items():
-            if _NETWORK_KEY.match(str(key)) and isinstance(value, dict):
-                self.network(value, key)
+            if _NETWORK_KEY.match(str(key)):
+                label = str(key)[len('network_'):]
+                if networks is not None and label not in networks:
+                    names = ', '.join(f'network_{n}' for n in networks)
+                    self.add(f"unknown key '{key}': {opt.get('model_type')} builds {names}")
+                elif isinstance(value, dict):
+                    self.network(value, key)
         if self.is_train and 'network_g' not in opt:
             self.add("missing 'network_g': the generator's arch (network_g.type) is required")
         if opt.get('datasets_grid') is not None:  # not expanded yet (validate_options called directly)
@@ -183,14 +296,14 @@ class _Checker:
         if isinstance(opt.get('val'), dict):
             self.val(opt['val'])
         if isinstance(opt.get('logger'), dict):
-            self.section(opt['logger'], 'logger', LOGGER)
+            self.options(opt['logger'], 'logger', defs.LOGGER)
             if isinstance(opt['logger'].get('wandb'), dict):
-                self.section(opt['logger']['wandb'], 'logger.wandb', WANDB)
+                self.options(opt['logger']['wandb'], 'logger.wandb', defs.WANDB)
         if isinstance(opt.get('tile'), dict):
-            self.section(opt['tile'], 'tile', TILE)
+            self.options(opt['tile'], 'tile', defs.TILE)
         if isinstance(opt.get('regularizers'), list):
             self.regularizers(opt['regularizers'])
-        self.problems += step_option_problems(opt)
+        self.patch_sizes()
         return self.problems
 
     def datasets_grid(self, opt):
@@ -208,18 +321,19 @@ class _Checker:
     def regularizers(self, regs):
         for i, reg in enumerate(regs):
             path = f'regularizers[{i}]'
-            if not isinstance(reg, dict) or 'type' not in reg:
+            if not isinstance(reg, dict):
                 self.add(f"'{path}' needs a 'type' (e.g. ChannelDropout)")
                 continue
-            cls = self.registry_type(REGULARIZER_REGISTRY, reg['type'], f'{path}.type')
+            name = self.type_of(reg, path, 'ChannelDropout')
+            cls = self.registry_type(REGULARIZER_REGISTRY, name, f'{path}.type') if name is not None else None
             if cls is not None:
                 self.kwargs_for(cls, {k: v for k, v in reg.items() if k != 'type'}, path)
 
     def network(self, net_opt, path):
-        if 'type' not in net_opt:
-            self.add(f"'{path}' has no 'type' (the registered arch name)")
+        name = self.type_of(net_opt, path, 'RRDBNet: the registered arch name')
+        if name is None:
             return
-        cls = self.registry_type(ARCH_REGISTRY, net_opt['type'], f'{path}.type')
+        cls = self.registry_type(ARCH_REGISTRY, name, f'{path}.type')
         if cls is not None:
             self.kwargs_for(cls, {k: v for k, v in net_opt.items() if k != 'type'}, path)
 
@@ -229,32 +343,35 @@ class _Checker:
             path = f'datasets.{key}'
             phase = str(key).split('_')[0]
             phases.append(phase)
-            if phase not in ('train', 'val', 'test'):
-                self.add(f"'{path}': dataset keys must start with train, val or test (e.g. val_1, test_2), got '{key}'")
+            if phase not in defs.PHASES:
+                close = _close(phase, defs.PHASES)
+                hint = f"; did you mean '{close}'?" if close else ''
+                self.add(f"unknown key '{path}': dataset keys must start with train, val or test (e.g. val_1, "
+                          f"test_2), got '{key}'{hint}")
                 continue
             if not isinstance(ds, dict):
                 self.add(f"'{path}' must be a mapping")
                 continue
-            if 'type' not in ds:
-                self.add(f"'{path}' has no 'type' (e.g. PairedImageDataset)")
+            name = self.type_of(ds, path, 'PairedImageDataset')
+            if name is None:
                 continue
-            cls = self.registry_type(DATASET_REGISTRY, ds['type'], f'{path}.type')
-            known = DATASET_KEYS.get(ds['type'], getattr(cls, 'option_keys', None))
-            if known is None:  # a user's dataset: only the loader keys are ours to check
-                self.section(ds, path, LOADER_KEYS, allow_extra=True)
+            options = defs.dataset_options(name, phase)
+            if options is None:  # not built in: a user's registered dataset
+                cls = self.registry_type(DATASET_REGISTRY, name, f'{path}.type')
+                keys = getattr(cls, 'option_keys', None)
+                options = defs.LOADER + tuple(defs.Option(k, kind) for k, kind in keys.items()) if keys else None
+            if options is None:  # a user's dataset that does not declare its keys: the loader keys are ours
+                self.options(ds, path, defs.LOADER, allow_extra=True)
             else:
-                train_keys = {**DEGRADATION_DATASET_KEYS, **step_option_kinds('datasets.train')}
-                self.section(ds, path, {**LOADER_KEYS, **known, **(train_keys if phase == 'train' else {})})
+                self.options(ds, path, options)
+            builtin = name in defs.DATASET_TYPES
             io = ds.get('io_backend')
-            if io is None and cls is not None and known is not None and ds['type'] in DATASET_KEYS:
+            if io is None and builtin:
                 self.add(f"'{path}.io_backend' is missing (e.g. io_backend: {{type: disk}})")
-            io_type = io.get('type') if isinstance(io, dict) else None
             if isinstance(io, dict):
-                self.section(io, f'{path}.io_backend', IO_BACKEND)
-                if io_type not in IO_BACKEND_TYPES:
-                    self.add(f"'{path}.io_backend.type' must be one of {', '.join(IO_BACKEND_TYPES)}, got {io_type!r}")
-            if ds.get('prefetch_mode') not in PREFETCH_MODES:
-                self.add(f"'{path}.prefetch_mode' must be ~, cpu or cuda, got {ds.get('prefetch_mode')!r}")
+                self.options(io, f'{path}.io_backend', defs.IO_BACKEND)
+                if io.get('type') is None:
+                    self.add(f"'{path}.io_backend.type' must be one of {', '.join(IO_BACKEND_TYPES)}, got None")
             if ds.get('prefetch_mode') == 'cuda' and ds.get('pin_memory') is False:
                 self.add(f"'{path}.prefetch_mode' cuda needs pinned memory: remove '{path}.pin_memory: false'")
             for key_name in ('dataroot_gt', 'dataroot_lq'):
@@ -263,23 +380,34 @@ class _Checker:
             for key_name in ('meta_info_file', 'meta_info'):
                 if ds.get(key_name) is not None:
                     self.existing(f'{path}.{key_name}', ds[key_name], 'file')
-            if phase == 'train':
-                for key_name in ('batch_size_per_gpu',):
-                    if key_name not in ds and ds['type'] in DATASET_KEYS:
-                        self.add(f"'{path}.{key_name}' is required for the train dataset")
+            if phase == 'train' and builtin and 'batch_size_per_gpu' not in ds:
+                self.add(f"'{path}.batch_size_per_gpu' is required for the train dataset")
         if self.is_train and 'train' not in phases:
             self.add("'datasets' has no 'train' entry")
 
     def paths(self, path_opt):
-        self.section(path_opt, 'path', PATH, _PATH_PATTERNS)
+        networks = self.model_slots(defs.NETWORK_SLOTS)
+        self.options(path_opt, 'path', defs.PATH, _PATH_PATTERNS,
+                     suggest=[f'{p}{n}' for p in ('pretrain_network_', 'param_key_', 'strict_load_')
+                              for n in (networks or ('g',))])
         for key, value in path_opt.items():
-            if str(key).startswith('pretrain_network_') and value is not None:
+            prefix = next((p for p in ('pretrain_network_', 'param_key_', 'strict_load_') if str(key).startswith(p)),
+                          None)
+            if prefix is None:
+                continue
+            label = str(key)[len(prefix):]
+            if networks is not None and label not in networks and not (label == 'g_ema' and prefix != 'strict_load_'):
+                close = _close(key, [prefix + n for n in networks])
+                hint = f"; did you mean '{close}'?" if close else ''
+                self.add(f"unknown key 'path.{key}': {self.opt.get('model_type')} has no network_{label}{hint}")
+            elif prefix == 'pretrain_network_' and value is not None:
                 self.existing(f'path.{key}', value, 'file')
         if path_opt.get('resume_state') is not None and not self.opt.get('auto_resume'):
             self.existing('path.resume_state', path_opt['resume_state'], 'file')
 
     def train(self, train_opt):
-        self.section(train_opt, 'train', TRAIN, {_LOSS_KEY: 'dict'})
+        slots = self.model_slots(defs.LOSS_SLOTS)
+        self.options(train_opt, 'train', defs.TRAIN, {_LOSS_KEY: 'dict'}, suggest=slots or ())
         for key in ('optim_g', 'optim_d'):
             if isinstance(train_opt.get(key), dict):
                 self.optimizer(train_opt[key], f'train.{key}')
@@ -291,17 +419,26 @@ class _Checker:
         if isinstance(sched, dict):
             self.scheduler(sched)
         for key, value in train_opt.items():
-            if _LOSS_KEY.match(str(key)) and isinstance(value, dict):
-                if 'type' not in value:
-                    self.add(f"'train.{key}' has no 'type' (e.g. L1Loss)")
-                    continue
-                cls = self.registry_type(LOSS_REGISTRY, value['type'], f'train.{key}.type')
-                if cls is not None:
-                    self.kwargs_for(cls, {k: v for k, v in value.items() if k != 'type'}, f'train.{key}')
+            if not _LOSS_KEY.match(str(key)) or key in ('optim_g', 'optim_d'):
+                continue
+            if slots is not None and key not in slots:
+                close = _close(key, slots)
+                hint = f"did you mean '{close}'? " if close else ''
+                self.add(f"unknown key 'train.{key}': {hint}{self.opt.get('model_type')} reads the losses "
+                          f"{', '.join(slots)}")
+                continue
+            if not isinstance(value, dict):
+                continue
+            name = self.type_of(value, f'train.{key}', 'L1Loss')
+            cls = self.registry_type(LOSS_REGISTRY, name, f'train.{key}.type') if name is not None else None
+            if cls is not None:
+                self.kwargs_for(cls, {k: v for k, v in value.items() if k != 'type'}, f'train.{key}')
 
     def optimizer(self, optim_opt, path):
         import torch  # only here: validating an optimizer needs to know torch's classes
-        name = optim_opt.get('type')
+        name = optim_opt.get('type') if 'type' in optim_opt else self.type_of(optim_opt, path, 'Adam')
+        if name is None:
+            return
         cls = getattr(torch.optim, str(name), None)
         if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
             names = [n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
@@ -314,7 +451,9 @@ class _Checker:
 
     def scheduler(self, sched):
         from realsr.models import lr_scheduler
-        name = sched.get('type')
+        name = sched.get('type') if 'type' in sched else self.type_of(sched, 'train.scheduler', 'MultiStepLR')
+        if name is None:
+            return
         if name not in SCHEDULERS:
             close = difflib.get_close_matches(str(name), SCHEDULERS, n=2, cutoff=0.4)
             self.add(f"'train.scheduler.type': unknown scheduler {name!r}; " +
@@ -325,24 +464,82 @@ class _Checker:
                         extra_ok=('optimizer', 'last_epoch'))
 
     def val(self, val_opt):
-        self.section(val_opt, 'val', VAL)
+        self.options(val_opt, 'val', defs.VAL)
+        if self.is_train and 'val_freq' not in val_opt:
+            self.add("missing 'val.val_freq': a training file with a 'val' section validates every val_freq "
+                     "iterations (e.g. val_freq: 5000)")
         if isinstance(val_opt.get('tile'), dict):
-            self.section(val_opt['tile'], 'val.tile', TILE)
+            self.options(val_opt['tile'], 'val.tile', defs.TILE)
         metrics = val_opt.get('metrics')
         if isinstance(metrics, dict):
             for name, mopt in metrics.items():
-                path = f'val.metrics.{name}'
-                if not isinstance(mopt, dict) or 'type' not in mopt:
-                    self.add(f"'{path}' needs a 'type' (e.g. calculate_psnr)")
-                    continue
-                fn = self.registry_type(METRIC_REGISTRY, mopt['type'], f'{path}.type')
-                if mopt.get('better', 'higher') not in ('higher', 'lower'):
-                    self.add(f"'{path}.better' must be higher or lower, got {mopt['better']!r}")
-                if fn is not None:
-                    params = [n for n, p in inspect.signature(fn).parameters.items()
-                              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in ('img', 'img2')]
-                    known = {**{p: 'any' for p in params}, **METRIC_EXTRA}
-                    self.section(mopt, path, known)
+                self.metric(f'val.metrics.{name}', mopt)
+
+    def metric(self, path, mopt):
+        if not isinstance(mopt, dict):
+            self.add(f"'{path}' needs a 'type' (e.g. calculate_psnr)")
+            return
+        name = self.type_of(mopt, path, 'calculate_psnr')
+        if name is None:
+            return
+        found = _metric_params(name)
+        if found is None:
+            self.registry_type(METRIC_REGISTRY, name, f'{path}.type')  # the error lists close names
+            found = _metric_params(name)
+            if found is None:
+                return
+        params, required = found
+        params = [p for p in params if p not in ('img', 'img2')]
+        self.options(mopt, path, defs.METRIC + tuple(defs.Option(p, 'any') for p in params if p != 'type'))
+        for p in required:
+            if p not in ('img', 'img2') and p not in mopt:
+                self.add(f"'{path}' is missing the required key '{p}' of {name} (e.g. {p}: 4 at x4)")
+
+    def patch_sizes(self):
+        """``gt_size`` a multiple of ``scale``; with on-the-fly degradation, no larger than the crops
+        the pipeline degrades, and those large enough for its blur kernels."""
+        opt = self.opt
+        scale = opt.get('scale')
+        datasets = opt.get('datasets') if isinstance(opt.get('datasets'), dict) else {}
+        train = datasets.get('train') if isinstance(datasets.get('train'), dict) else None
+        if not _is_int(scale) or scale < 1:
+            return
+        sizes = [('gt_size', opt.get('gt_size'))]
+        if train is not None:
+            sizes.append(('datasets.train.gt_size', train.get('gt_size')))
+        for path, size in sizes:
+            if _is_int(size) and size > 0 and size % scale:
+                self.add(f"'{path}' ({size}) must be a multiple of scale ({scale}): the LQ patch is gt_size / scale "
+                         f'pixels (e.g. {max(scale, size - size % scale)})')
+        if not self.is_train or train is None or train.get('type') != 'RealESRGANDataset' or \
+                opt.get('high_order_degradation') is False:
+            return
+        gt_size = opt.get('gt_size', train.get('gt_size'))
+        crop = train.get('crop_pad_size') or DEFAULT_CROP_PAD_SIZE
+        if not (_is_int(gt_size) and _is_int(crop)):
+            return
+        if gt_size > crop:
+            self.add(f"'gt_size' ({gt_size}) is larger than 'datasets.train.crop_pad_size' ({crop}): the patches are "
+                     'cut from the degraded crops; raise crop_pad_size or lower gt_size')
+        # The bound of SecondOrderDegradation._check_size: an image that shrinks by resize_range[0]
+        # (and to crop / scale) must stay larger than half the largest blur kernel.
+        ranges = [train.get(k) for k in ('kernel_range', 'kernel_range2', 'final_kernel_range')]
+        largest = max([r[1] for r in ranges if isinstance(r, (list, tuple)) and len(r) == 2 and _is_int(r[1])]
+                      or [DEFAULT_KERNEL_RANGE[1]])
+        pad = int(largest) // 2
+        get = lambda k: opt.get(k) if opt.get(k) is not None else PIPELINE_SIZE_DEFAULTS[k]  # noqa: E731
+        try:
+            shrink = float(get('resize_range')[0]) if float(get('resize_prob')[1]) > 0 else 1.0
+            second_blur = float(get('second_blur_prob')) > 0
+        except (TypeError, ValueError, IndexError):
+            return  # reported as a kind problem, or by the pipeline itself
+        if shrink <= 0:
+            return
+        need = max(math.ceil((pad + 1) / shrink) if second_blur else 0, (pad + 1) * scale)
+        if crop < need:
+            self.add(f"'datasets.train.crop_pad_size' ({crop}) is too small for the degradation kernels: an image "
+                     f'can shrink by resize_range[0] ({shrink}) and to 1/{scale}, and {largest}x{largest} kernels '
+                     f'need more than {pad} px; use at least {need}')
 
 
 def validate_options(opt, is_train=True, check_paths=True, source=None):

@@ -248,6 +248,7 @@ def test_basicsr_spellings_are_accepted():
     opt['find_unused_parameters'] = True
     opt['path']['param_key_g'] = 'params_ema'
     opt['network_d'] = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3}
+    opt['model_type'] = 'RealESRGANModel'  # a model that builds network_d (SRModel would never read it)
     _datasets(opt)
     assert _problems(opt) == []
 
