@@ -213,6 +213,7 @@ def test_pad_helpers():
 def _bare_model(net, lq, **opt):
     model = DRCTModel.__new__(DRCTModel)
     model.net_g, model.net_g_ema, model.lq, model.opt = net, None, lq, {'network_g': {}, **opt}
+    model.device = torch.device('cpu')
     return model
 
 

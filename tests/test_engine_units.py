@@ -299,7 +299,7 @@ def test_rng_capture_restore_roundtrip(tmp_path):
 
 
 def test_best_metric_tracking_higher_and_lower():
-    from realsr.engine.validation import update_best_metric
+    from realsr.engine.validator import update_best_metric
     best = {}
     assert update_best_metric(best, 'Set5', 'psnr', 'higher', 30.0, 100)
     assert not update_best_metric(best, 'Set5', 'psnr', 'higher', 29.0, 200)

@@ -1,6 +1,6 @@
 """Testing: every ``test_*``/``val_*`` dataset of an option file, images saved, metrics
-written per image and on average as CSV and as a Markdown table in the results folder."""
-import csv
+written per image and on average as CSV and as a Markdown table in the results folder
+(:class:`realsr.engine.validator.Validator` does the work, sharded across ranks under a launcher)."""
 import datetime
 import logging
 import os
@@ -10,52 +10,11 @@ import torch
 from realsr.data import build_dataset
 from realsr.data.loader import build_dataloader
 from realsr.engine.dry_run import run_dry_run
+from realsr.engine.validator import Validator, write_results  # noqa: F401 (write_results: the tables' writer)
+from realsr.runtime.dist import barrier
 from realsr.runtime.logger import close_file_handlers, get_root_logger
 from realsr.models import build_model
 from realsr.options import make_exp_dirs, parse_options
-
-
-def write_results(results, out_dir):
-    """``metrics_per_image.csv``, ``metrics_average.csv`` and ``metrics.md``; returns their paths."""
-    metric_names = []
-    for res in results:
-        metric_names += [m for m in res['average'] if m not in metric_names]
-    per_image = os.path.join(out_dir, 'metrics_per_image.csv')
-    average = os.path.join(out_dir, 'metrics_average.csv')
-    markdown = os.path.join(out_dir, 'metrics.md')
-    with open(per_image, 'w', newline='', encoding='utf-8') as f:
-        w = csv.writer(f)
-        w.writerow(['dataset', 'image'] + metric_names)
-        for res in results:
-            for rec in res['images']:
-                w.writerow([res['dataset'], rec['name']] + [_fmt(rec.get(m)) for m in metric_names])
-    with open(average, 'w', newline='', encoding='utf-8') as f:
-        w = csv.writer(f)
-        w.writerow(['dataset', 'images'] + metric_names)
-        for res in results:
-            w.writerow([res['dataset'], len(res['images'])] + [_fmt(res['average'].get(m)) for m in metric_names])
-            if res.get('bicubic'):  # val.compare_bicubic: the baseline on the same images
-                w.writerow([f"{res['dataset']} (bicubic)", len(res['images'])] +
-                           [_fmt(res['bicubic'].get(m)) for m in metric_names])
-    with open(markdown, 'w', encoding='utf-8') as f:
-        f.write('| dataset | images | ' + ' | '.join(metric_names) + ' |\n')
-        f.write('|---|---:|' + '---:|' * len(metric_names) + '\n')
-        for res in results:
-            for label, values in ((res['dataset'], res['average']), (f"{res['dataset']} (bicubic)", res.get('bicubic'))):
-                if values:
-                    cells = [f'{values[m]:.4f}' if m in values else '' for m in metric_names]
-                    f.write(f"| {label} | {len(res['images'])} | " + ' | '.join(cells) + ' |\n')
-        for res in results:
-            f.write(f"\n### {res['dataset']}\n\n| image | " + ' | '.join(metric_names) + ' |\n')
-            f.write('|---|' + '---:|' * len(metric_names) + '\n')
-            for rec in res['images']:
-                f.write(f"| {rec['name']} | " + ' | '.join(
-                    f'{rec[m]:.4f}' if m in rec else '' for m in metric_names) + ' |\n')
-    return per_image, average, markdown
-
-
-def _fmt(value):
-    return '' if value is None else repr(float(value))
 
 
 def test_pipeline(root_path, argv=None):
@@ -63,7 +22,9 @@ def test_pipeline(root_path, argv=None):
     if args.dry_run:
         return run_dry_run(opt, args, is_train=False)
     torch.backends.cudnn.benchmark = False  # every test image has its own size: autotuning each is waste
-    make_exp_dirs(opt)
+    if opt['rank'] == 0:  # one rank archives and creates the folders; the others write into them
+        make_exp_dirs(opt)
+    barrier()
     log_file = os.path.join(opt['path']['log'], f"test_{opt['name']}_{datetime.datetime.now():%Y%m%d_%H%M%S}.log")
     logger = get_root_logger(log_file=log_file)
     loaders = []
@@ -75,12 +36,11 @@ def test_pipeline(root_path, argv=None):
         logger.info('Number of test images in %s: %d', dataset_opt['name'], len(test_set))
     model = build_model(opt)
     save_img = (opt.get('val') or {}).get('save_img', False)
+    validator = Validator(opt)
     results = []
-    for loader in loaders:
+    for loader in loaders:  # under a launcher every rank tests its share of each set (see Validator)
         logger.info('Testing %s...', loader.dataset.opt['name'])
-        res = model.validation(loader, current_iter=opt['name'], tb_logger=None, save_img=save_img)
-        if res is not None:
-            results.append(res)
+        results.append(validator.validate(model, loader, current_iter=opt['name'], save_img=save_img))
     if results and opt['rank'] == 0:
         paths = write_results(results, opt['path']['results_root'])
         logger.info('Metrics written to %s', ', '.join(paths))

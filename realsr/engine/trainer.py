@@ -19,11 +19,12 @@ from realsr import compat
 from realsr.data import build_dataset
 from realsr.data.loader import build_dataloader, make_prefetcher
 from realsr.data.sampler import EnlargedSampler
+from realsr.engine.validator import Validator
 from realsr.engine.dry_run import run_dry_run
 from realsr.runtime import checkpoint, model_files
 from realsr.runtime.dist import barrier, get_dist_info
 from realsr.runtime.logger import MessageLogger, close_file_handlers, get_root_logger, init_tb_logger
-from realsr.runtime.rng import capture_rng_state, preserved_rng, restore_rng_state
+from realsr.runtime.rng import capture_rng_state, restore_rng_state
 from realsr.models import build_model
 from realsr.options import archive_existing, copy_opt_file, make_exp_dirs, parse_options
 
@@ -109,11 +110,10 @@ def cudnn_autotune(enabled):
         torch.backends.cudnn.benchmark = saved
 
 
-def _validate_all(model, val_loaders, current_iter, tb_logger, save_img):
-    with preserved_rng(), cudnn_autotune(False):  # validation must not change the training randomness
-        for loader in val_loaders:
-            model.validation(loader, current_iter, tb_logger, save_img)
-    barrier()
+def _validate_all(validator, model, val_loaders, current_iter, save_img):
+    """Every rank validates its share of each set; the gather inside is where the ranks meet again."""
+    with cudnn_autotune(False):
+        validator.validate_all(model, val_loaders, current_iter, save_img)  # keeps the RNG states
 
 
 def train_pipeline(root_path, argv=None):
@@ -141,10 +141,12 @@ def train_pipeline(root_path, argv=None):
 
     train_loader, train_sampler, val_loaders = create_train_val_dataloaders(opt, logger)
     model = build_model(opt)
+    validator = Validator(opt, [tb_logger])
 
     epoch, current_iter, batches_done = 0, 0, 0
     if resume_state is not None:
         model.resume_training(resume_state)
+        validator.load_state_dict(resume_state.get('best_metric_results'))
         epoch, current_iter = resume_state['epoch'], resume_state['iter']
         batches_done = resume_state.get('batches_done', 0)
         if 'rng' in resume_state:
@@ -227,12 +229,13 @@ def train_pipeline(root_path, argv=None):
                 model.train_step.check(current_iter)
                 logger.info('Saving models and training states.')
                 model.save(epoch, current_iter, extra_state={
-                    'batches_done': batches_done, 'rng': capture_rng_state()})
+                    'batches_done': batches_done, 'rng': capture_rng_state(),
+                    'best_metric_results': validator.state_dict()})
                 barrier()
                 if kill_after and current_iter >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)
             if val_opt is not None and val_loaders and current_iter % val_opt['val_freq'] == 0:
-                _validate_all(model, val_loaders, current_iter, tb_logger, val_opt.get('save_img', False))
+                _validate_all(validator, model, val_loaders, current_iter, val_opt.get('save_img', False))
             iter_start = time.time()
     finally:  # an error must not leave a dangling progress bar
         pbar.close()
@@ -243,7 +246,7 @@ def train_pipeline(root_path, argv=None):
     logger.info('Save the latest model.')
     model.save(epoch=-1, current_iter=-1)
     if val_opt is not None and val_loaders:
-        _validate_all(model, val_loaders, current_iter, tb_logger, val_opt.get('save_img', False))
+        _validate_all(validator, model, val_loaders, current_iter, val_opt.get('save_img', False))
     if tb_logger is not None:
         tb_logger.close()
     close_file_handlers()

@@ -1,6 +1,7 @@
 """What every model shares: device placement, optimizers and schedulers, learning-rate
 updates with warm-up, checkpoint and resume plumbing. What a training step does lives in the
-subclasses (``SRModel`` ...); validation lives in :mod:`realsr.engine.validation`.
+subclasses (``SRModel`` ...); inference on an LQ batch is their ``infer``, which
+:mod:`realsr.engine.validator` calls (it owns metrics and the best-metric record).
 """
 import inspect
 import logging
@@ -12,7 +13,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from realsr.runtime import checkpoint, model_files
 from realsr.runtime.compile import compile_allowed, compile_network
-from realsr.runtime.dist import get_dist_info, master_only, reduce_loss_dict
+from realsr.runtime.dist import master_only, reduce_loss_dict
 from realsr.runtime.step_options import read_step_options
 from realsr.runtime.train_step import TrainStep, module_to_channels_last, resolve_precision
 from realsr.models.lr_scheduler import build_scheduler
@@ -23,8 +24,8 @@ logger = logging.getLogger('realsr')
 
 class BaseModel:
     """Base class of the models. Subclasses set ``self.net_g`` (and more networks), fill
-    ``self.optimizers`` and implement ``feed_data``, ``optimize_parameters``, ``test``,
-    ``get_current_visuals`` and ``save``."""
+    ``self.optimizers`` and implement ``feed_data``, ``optimize_parameters``, ``infer`` (LQ -> SR,
+    no side effects), ``test``, ``get_current_visuals`` and ``save``."""
 
     def __init__(self, opt):
         self.opt = opt
@@ -32,7 +33,6 @@ class BaseModel:
         self.is_train = opt.get('is_train', False)
         self.schedulers = []
         self.optimizers = []
-        self.best_metric_results = {}
         self.step_settings = read_step_options(opt)
         self.train_step = self.build_train_step() if self.is_train else TrainStep(device=self.device)
 
@@ -162,7 +162,6 @@ class BaseModel:
             'iter': current_iter,
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
-            'best_metric_results': self.best_metric_results,
             'train_step': self.train_step.state_dict(),  # fp16 grad scalers, the guard's skip streak
         }
         state.update(self.extra_training_state())
@@ -188,15 +187,5 @@ class BaseModel:
             o.load_state_dict(s)
         for sch, s in zip(self.schedulers, resume_state['schedulers']):
             sch.load_state_dict(s)
-        self.best_metric_results = resume_state.get('best_metric_results', self.best_metric_results)
         self.train_step.load_state_dict(resume_state.get('train_step'))
         self.load_extra_training_state(resume_state)
-
-    # -- validation ------------------------------------------------------------------------
-    def validation(self, dataloader, current_iter, tb_logger=None, save_img=False):
-        """Validate on one loader (rank 0 only when distributed); returns per-image records."""
-        from realsr.engine.validation import validate
-        rank, _ = get_dist_info()
-        if rank != 0:
-            return None
-        return validate(self, dataloader, current_iter, tb_logger, save_img)

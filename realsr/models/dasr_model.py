@@ -35,7 +35,7 @@ from realsr.losses.ldl_loss import get_refined_artifact_map
 from realsr.models.realesrgan_model import DiscriminatorMixin, OnTheFlyDegradationMixin
 from realsr.models.sr_model import SRModel
 from realsr.registry import MODEL_REGISTRY
-from realsr.utils.tiling import tiled_forward
+from realsr.utils.tiling import padded_forward
 
 logger = logging.getLogger('realsr')
 
@@ -207,19 +207,22 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
             step.log(loss_dict)
 
     @torch.no_grad()
-    def test(self):
+    def infer(self, lq):
         """net_p in eval mode gives the expert weights from the whole LQ; net_g_ema (or net_g) runs
-        with them, in tiles when ``val.tile`` is set (every tile with the whole image's weights)."""
+        with them, in tiles when ``val.tile`` is set (every tile with the whole image's weights).
+        Modes are restored after; no model state is read or written (see :meth:`SRModel.infer`)."""
         net_g, net_p = self.inference_net(), checkpoint.unwrap(self.net_p)
         modes = [(net, net.training) for net in (net_p, net_g)]
         for net, _ in modes:
             net.eval()
-        net = PredictorConditionedNet(net_g, net_p)
-        net.condition(self.lq)
-        tile = self._tile_opt()
-        self.output = tiled_forward(net, self.lq, tile['tile_size'], tile.get('tile_pad', 10)) if tile else net(self.lq)
-        for net, was_training in modes:
-            net.train(was_training)
+        try:
+            lq = lq.to(self.device, non_blocking=True)
+            tile = self._tile_opt() or {}  # padded_forward conditions on the whole image, then tiles
+            return padded_forward(PredictorConditionedNet(net_g, net_p), lq, 1, tile.get('tile_size', 0),
+                                  tile.get('tile_pad', 10))
+        finally:
+            for net, was_training in modes:
+                net.train(was_training)
 
     def save(self, epoch, current_iter, extra_state=None):
         self.save_network(self.net_p, 'net_p', current_iter)

@@ -21,45 +21,21 @@ the padded image; tiles at the border that are not window multiples are reflect-
 cropped individually, so any ``tile_size`` works.
 """
 import torch
-from torch.nn import functional as F
 
 from realsr.models.realesrgan_model import RealESRGANModel, RealESRNetModel
 from realsr.models.sr_model import SRModel
 from realsr.registry import MODEL_REGISTRY
-from realsr.utils.tiling import tiled_forward
-
-TEST_PAD_MODES = ('reflect', 'flip')
-
-
-def reflect_pad_to_multiple(x, multiple):
-    """Reflect-pad bottom/right so H and W are multiples of ``multiple``; returns (x, pad_h, pad_w)."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h or pad_w:
-        mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'  # reflect needs pad < size
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode)
-    return x, pad_h, pad_w
-
-
-def flip_pad_to_next_multiple(x, multiple):
-    """Pad bottom/right to (size // multiple + 1) * multiple with the flipped image (edge row/column
-    repeated); always adds 1..multiple rows and columns. Returns (x, pad_h, pad_w)."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (h // multiple + 1) * multiple - h, (w // multiple + 1) * multiple - w
-    while x.shape[-2] < h + pad_h:  # one mirror copy suffices unless the image is smaller than the pad
-        x = torch.cat([x, torch.flip(x, [-2])], -2)
-    while x.shape[-1] < w + pad_w:
-        x = torch.cat([x, torch.flip(x, [-1])], -1)
-    return x[..., :h + pad_h, :w + pad_w], pad_h, pad_w
+from realsr.utils.tiling import TEST_PAD_MODES, padded_forward, size_multiple
+# the padding helpers live in realsr.utils.tiling; the old names stay importable from here
+from realsr.utils.tiling import flip_pad_to_next_multiple, pad_to_multiple as reflect_pad_to_multiple  # noqa: F401
 
 
 class WindowPaddedTestMixin:
-    """``test()`` that pads to the network's window multiple, optionally tiles, and crops."""
+    """``infer()`` that pads to the network's window multiple, optionally tiles, and crops."""
 
     def _window_multiple(self, net):
-        net = getattr(net, 'module', net)
-        if hasattr(net, 'size_multiple'):
-            return int(net.size_multiple())
+        if hasattr(getattr(net, 'module', net), 'size_multiple'):
+            return size_multiple(net)
         return int((self.opt.get('network_g') or {}).get('window_size') or 1)
 
     def _test_pad_mode(self):
@@ -69,30 +45,19 @@ class WindowPaddedTestMixin:
         return mode
 
     @torch.no_grad()
-    def test(self):
+    def infer(self, lq):
         net = self.inference_net()
         was_training = net.training
         net.eval()
-        multiple = self._window_multiple(net)
-        lq = self.lq
-        h, w = lq.shape[-2:]
-        if self._test_pad_mode() == 'flip':
-            lq, _, _ = flip_pad_to_next_multiple(lq, multiple)
-        else:
-            lq, _, _ = reflect_pad_to_multiple(lq, multiple)
+        try:
+            return self._padded_forward(net, lq.to(self.device, non_blocking=True))
+        finally:
+            net.train(was_training)
 
-        def run(x):
-            x, pad_h, pad_w = reflect_pad_to_multiple(x, multiple)  # only border tiles need it
-            out = net(x)
-            s = out.shape[-1] // x.shape[-1]
-            return out[..., :(x.shape[-2] - pad_h) * s, :(x.shape[-1] - pad_w) * s]
-
-        tile = self._tile_opt()
-        out = tiled_forward(run, lq, tile['tile_size'], tile.get('tile_pad', 10)) if tile else run(lq)
-        s = out.shape[-1] // lq.shape[-1]
-        self.output = out[..., :h * s, :w * s]
-        if was_training:
-            net.train()
+    def _padded_forward(self, net, lq):
+        tile = self._tile_opt() or {}
+        return padded_forward(net, lq, self._window_multiple(net), tile.get('tile_size', 0), tile.get('tile_pad', 10),
+                              self._test_pad_mode())
 
 
 @MODEL_REGISTRY.register()

@@ -15,7 +15,7 @@ from realsr.regularizers import build_regularizers
 from realsr.regularizers.base import Regularizer
 from realsr.compat import simple_align_regularizers
 from realsr.registry import MODEL_REGISTRY
-from realsr.utils.tiling import tiled_forward
+from realsr.utils.tiling import padded_forward
 
 logger = logging.getLogger('realsr')
 
@@ -170,17 +170,24 @@ class SRModel(BaseModel):
         return self.net_g_ema if self.net_g_ema is not None else checkpoint.unwrap(self.net_g)
 
     @torch.no_grad()
-    def test(self):
+    def infer(self, lq):
+        """The super-resolved ``lq`` (NCHW in [0, 1], any device) on the model's device: the
+        inference net in eval mode (its mode restored after), tiled when ``val.tile`` is set. The
+        one way validation, realsr-test and tools run a model: it reads no ``is_train`` and leaves
+        ``self.lq``/``self.gt``/``self.output`` as they are."""
         net = self.inference_net()
         was_training = net.training
         net.eval()
-        tile = self._tile_opt()
-        if tile:
-            self.output = tiled_forward(net, self.lq, tile['tile_size'], tile.get('tile_pad', 10))
-        else:
-            self.output = net(self.lq)
-        if was_training:
-            net.train()
+        try:
+            lq = lq.to(self.device, non_blocking=True)
+            tile = self._tile_opt() or {}
+            return padded_forward(net, lq, 1, tile.get('tile_size', 0), tile.get('tile_pad', 10))
+        finally:
+            net.train(was_training)
+
+    def test(self):
+        """BasicSR's ``test()``: :meth:`infer` on the fed ``self.lq`` into ``self.output``."""
+        self.output = self.infer(self.lq)
 
     def get_current_visuals(self):
         out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())
