@@ -22,6 +22,27 @@ from realsr.registry import ARCH_REGISTRY
 logger = logging.getLogger('realsr')
 
 
+def optimizer_mismatch(optimizer, saved, names=None):
+    """Why the saved optimizer state ``saved`` cannot drive ``optimizer``'s parameters (group sizes,
+    or a per-parameter state tensor, e.g. Adam's ``exp_avg``, whose shape differs from its
+    parameter's), or None. ``names`` maps ``id(param)`` to a name for the message."""
+    names = names or {}
+    groups, saved_groups = optimizer.param_groups, saved.get('param_groups', [])
+    if len(groups) != len(saved_groups):
+        return f'has {len(saved_groups)} parameter group(s) in the state, {len(groups)} in the model'
+    for g, (group, saved_group) in enumerate(zip(groups, saved_groups)):
+        if len(group['params']) != len(saved_group['params']):
+            return (f"group {g} holds {len(saved_group['params'])} parameters in the state, "
+                    f"{len(group['params'])} in the model")
+        for param, key in zip(group['params'], saved_group['params']):
+            for entry, value in (saved.get('state', {}).get(key) or {}).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                    name = names.get(id(param), f'parameter {key}')
+                    return (f'has {entry} of shape {tuple(value.shape)} in the state for {name}, whose shape in '
+                            f'the model is {tuple(param.shape)}')
+    return None
+
+
 class BaseModel:
     """Base class of the models. Subclasses set ``self.net_g`` (and more networks), fill
     ``self.optimizers`` and implement ``feed_data``, ``optimize_parameters``, ``infer`` (LQ -> SR,
@@ -153,20 +174,26 @@ class BaseModel:
         metadata = model_files.arch_metadata(network_opt, current_iter) if fmt == 'safetensors' else None
         checkpoint.save_network(nets, path, param_keys, metadata=metadata)
 
-    @master_only
-    def save_training_state(self, epoch, current_iter, extra_state=None):
+    def save_training_state(self, epoch, current_iter, extra_state=None, rank_state=None):
+        """Write ``training_states/<iter>.state``; every rank calls it (collective under DDP).
+
+        ``extra_state`` (taken from rank 0): run-wide entries, e.g. the validator's best-metric record;
+        ``rank_state``: this rank's own entries (its RNG states, sampler position), which, with
+        :meth:`extra_training_state`, are saved per rank and restored on the same rank."""
         if current_iter == -1:
             return
-        state = {
+        own = dict(rank_state or {})
+        own.update(self.extra_training_state())
+        shared = {
             'epoch': epoch,
             'iter': current_iter,
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
             'train_step': self.train_step.state_dict(),  # fp16 grad scalers, the guard's skip streak
+            'networks': checkpoint.network_specs(self.opt),  # checked on resume against the option file
         }
-        state.update(self.extra_training_state())
-        state.update(extra_state or {})
-        checkpoint.atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+        shared.update(extra_state or {})
+        checkpoint.write_training_state(self.opt['path']['training_states'], current_iter, shared, own)
 
     def extra_training_state(self):
         """What a model needs besides optimizers and schedulers to resume exactly (e.g. the
@@ -178,11 +205,20 @@ class BaseModel:
 
     def resume_training(self, resume_state):
         if len(resume_state['optimizers']) != len(self.optimizers):
-            raise ValueError(f"the training state has {len(resume_state['optimizers'])} optimizer(s), "
-                             f'the model {len(self.optimizers)}: was it saved by another model_type?')
+            raise checkpoint.ResumeError(f"the training state has {len(resume_state['optimizers'])} optimizer(s), "
+                                         f'the model {len(self.optimizers)}: was it saved by another model_type?')
         if len(resume_state['schedulers']) != len(self.schedulers):
-            raise ValueError(f"the training state has {len(resume_state['schedulers'])} scheduler(s), "
-                             f'the model {len(self.schedulers)}: was train.scheduler changed?')
+            raise checkpoint.ResumeError(f"the training state has {len(resume_state['schedulers'])} scheduler(s), "
+                                         f'the model {len(self.schedulers)}: was train.scheduler changed?')
+        names = {id(p): f'{attr}.{name}' for attr, net in vars(self).items()
+                 if attr.startswith('net_') and isinstance(net, torch.nn.Module)
+                 for name, p in checkpoint.unwrap(net).named_parameters()}
+        for i, (o, s) in enumerate(zip(self.optimizers, resume_state['optimizers'])):
+            problem = optimizer_mismatch(o, s, names)
+            if problem:
+                raise checkpoint.ResumeError(f'{self.opt["path"].get("resume_state")} does not fit this model: '
+                                             f'optimizer {i} {problem}; was it written by another experiment or '
+                                             'architecture?')
         for o, s in zip(self.optimizers, resume_state['optimizers']):
             o.load_state_dict(s)
         for sch, s in zip(self.schedulers, resume_state['schedulers']):

@@ -224,11 +224,11 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
             for net, was_training in modes:
                 net.train(was_training)
 
-    def save(self, epoch, current_iter, extra_state=None):
+    def save(self, epoch, current_iter, extra_state=None, rank_state=None):
         self.save_network(self.net_p, 'net_p', current_iter)
         if getattr(self, 'net_d', None) is not None:
             self.save_network(self.net_d, 'net_d', current_iter)
-        super().save(epoch, current_iter, extra_state)  # net_g (+ EMA), then the training state
+        super().save(epoch, current_iter, extra_state, rank_state)  # net_g (+ EMA), then the training state
 
 
 @MODEL_REGISTRY.register()

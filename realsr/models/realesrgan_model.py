@@ -248,6 +248,6 @@ class RealESRGANModel(DiscriminatorMixin, OnTheFlyDegradationMixin, SRModel):
             self.discriminator_step(step, gan_gt, self.output, loss_dict)
             step.log(loss_dict)
 
-    def save(self, epoch, current_iter, extra_state=None):
+    def save(self, epoch, current_iter, extra_state=None, rank_state=None):
         self.save_network(self.net_d, 'net_d', current_iter)
-        super().save(epoch, current_iter, extra_state)  # net_g (+ EMA), then the training state
+        super().save(epoch, current_iter, extra_state, rank_state)  # net_g (+ EMA), then the training state

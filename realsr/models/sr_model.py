@@ -195,9 +195,9 @@ class SRModel(BaseModel):
             out['gt'] = self.gt.detach().cpu()
         return out
 
-    def save(self, epoch, current_iter, extra_state=None):
+    def save(self, epoch, current_iter, extra_state=None, rank_state=None):
         if self.net_g_ema is not None:
             self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, ['params', 'params_ema'])
         else:
             self.save_network(self.net_g, 'net_g', current_iter)
-        self.save_training_state(epoch, current_iter, extra_state)
+        self.save_training_state(epoch, current_iter, extra_state, rank_state)

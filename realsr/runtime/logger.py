@@ -5,6 +5,7 @@ each other. Ranks other than 0 only log errors.
 """
 import datetime
 import logging
+import logging.handlers
 import os
 import resource
 import sys
@@ -45,7 +46,35 @@ def get_root_logger(log_file=None, log_level=logging.INFO):
             fh = logging.FileHandler(log_file, 'w')
             fh.setFormatter(logging.Formatter(_FORMAT))
             logger.addHandler(fh)
+            _replay_held_records(logger, fh)
     return logger
+
+
+class _HeldRecords(logging.handlers.MemoryHandler):
+    """Records logged before the log file may be created (see :func:`hold_log_records`)."""
+
+    def __init__(self):
+        super().__init__(capacity=1 << 30, flushLevel=logging.CRITICAL + 1)
+
+
+def hold_log_records():
+    """Keep the ``realsr`` logger's records (they still reach the console) until
+    :func:`get_root_logger` opens a log file, which then starts with them. A resumed run validates
+    its training state before it writes anything into the experiment folder, its log file included;
+    records held by an earlier run of this process that never opened its file are dropped."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in [h for h in logger.handlers if isinstance(h, _HeldRecords)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_HeldRecords())
+
+
+def _replay_held_records(logger, file_handler):
+    for held in [h for h in logger.handlers if isinstance(h, _HeldRecords)]:
+        logger.removeHandler(held)
+        for record in held.buffer:
+            if record.levelno >= file_handler.level:
+                file_handler.handle(record)
+        held.buffer.clear()
 
 
 def close_file_handlers():

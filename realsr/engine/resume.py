@@ -1,0 +1,91 @@
+"""Which training state a run resumes from, and whether it fits this run, decided before anything
+of the experiment is written.
+
+* ``--auto_resume`` takes the newest *complete and readable* checkpoint: its ``.state``, every
+  network file it needs and, for a multi-process run, every rank's part. Newer ones that are not
+  are skipped with a warning naming the file and why. Rank 0 decides and broadcasts its choice, so
+  every rank resumes from the same iteration.
+* A state is refused (:class:`ResumeError`) when it was written by a different number of processes
+  or for other networks (type or arguments) than the option file's.
+* Each rank gets its own part of the state (RNG states, sampler position, degradation generator,
+  pair pool) merged over the main file's, which holds rank 0's.
+"""
+import logging
+
+from realsr.runtime import checkpoint
+from realsr.runtime.checkpoint import ResumeError
+from realsr.runtime.dist import broadcast_object, get_dist_info
+
+logger = logging.getLogger('realsr')
+
+
+def resume_network_labels(opt):
+    """The networks a resume loads from ``models/`` (``network_<label>`` not in ``ignore_resume_networks``)."""
+    ignore = opt['path'].get('ignore_resume_networks') or []
+    return [key[len('network_'):] for key in opt if key.startswith('network_') and key not in ignore]
+
+
+def find_auto_resume_state(opt):
+    """Path of the newest usable training state in ``path.training_states``, or None (the same on every rank)."""
+    path = opt['path']
+    rank, _ = get_dist_info()
+    found = None
+    if rank == 0:
+        found, _, skipped = checkpoint.find_resumable_state(path['training_states'], path['models'],
+                                                            resume_network_labels(opt))
+        if found is None:
+            reason = f' (none usable: skipped {len(skipped)})' if skipped else ''
+            logger.info('--auto_resume: no training state in %s%s, starting from scratch.', path['training_states'],
+                        reason)
+        elif skipped:
+            logger.warning('--auto_resume: resuming from %s, the newest complete checkpoint (%d newer one(s) '
+                           'skipped, see above).', found, len(skipped))
+    return broadcast_object(found)
+
+
+def _spec_differences(key, saved, current):
+    """Lines saying how ``network_<x>`` of the state differs from the option file's."""
+    if saved.get('type') != current.get('type'):
+        return [f"{key}.type: {saved.get('type')} in the state, {current.get('type')} in the option file"]
+    return [f'{key}.{arg}: {saved.get(arg)!r} in the state, {current.get(arg)!r} in the option file'
+            for arg in sorted(set(saved) | set(current), key=str) if saved.get(arg) != current.get(arg)]
+
+
+def check_state_fits(state, opt, state_path):
+    """Raise :class:`ResumeError` when ``state`` cannot continue this run: another world size, or
+    networks (type, arguments) other than the option file's."""
+    _, world_size = get_dist_info()
+    saved_world = state.get('world_size')
+    if saved_world is not None and int(saved_world) != world_size:
+        raise ResumeError(f'{state_path} was written by {saved_world} process(es) (world size {saved_world}); this '
+                          f'run has world size {world_size}. Every rank resumes its own random streams and '
+                          f'share of the data, so resume with {saved_world} process(es), or start a new run '
+                          'from its weights (path.pretrain_network_g).')
+    ignore = opt['path'].get('ignore_resume_networks') or []
+    network_specs = checkpoint.network_specs(opt)
+    differences = []
+    for key, saved in sorted((state.get('networks') or {}).items()):
+        if key in network_specs and key not in ignore:
+            differences += _spec_differences(key, saved, network_specs[key])
+    if differences:
+        raise ResumeError(f'{state_path} was written for other networks than the option file\'s: '
+                          f"{'; '.join(differences)}. Resume with the option file the run was started with, or "
+                          'start a new run from its weights (path.pretrain_network_*).')
+
+
+def read_state_for_this_rank(state_path, opt):
+    """The training state at ``state_path`` as this rank resumes it: checked with
+    :func:`check_state_fits`, with this rank's own part merged over the main file's entries."""
+    state = checkpoint.load_training_state(state_path)
+    check_state_fits(state, opt, state_path)
+    rank, world_size = get_dist_info()
+    if state.get('world_size') is None and world_size > 1:
+        logger.warning('%s has no per-rank parts (written by BasicSR or an older realsr): every rank restores '
+                       'rank 0\'s random states, so the resumed run is not bit-identical to an uninterrupted one.',
+                       state_path)
+    elif rank > 0:
+        try:
+            state.update(checkpoint.read_rank_state(state_path, rank))
+        except Exception as err:
+            raise ResumeError(f'cannot read the part of rank {rank} of {state_path}: {err}') from err
+    return state
