@@ -109,7 +109,7 @@ class DRCT(WindowSRMixin, nn.Module):
                  window_size=7, compress_ratio=3, squeeze_factor=30, conv_scale=0.01, overlap_ratio=0.5, mlp_ratio=4.,
                  qkv_bias=True, qk_scale=None, drop_rate=0., attn_drop_rate=0., drop_path_rate=0.1,
                  norm_layer=nn.LayerNorm, ape=False, patch_norm=True, use_checkpoint=False, upscale=2, img_range=1.,
-                 upsampler='', resi_connection='1conv', gc=32, attn_impl='sdpa', pad_mode='none', **kwargs):
+                 upsampler='', resi_connection='1conv', gc=32, attn_impl='sdpa', pad_mode='none'):
         super().__init__()
         if upsampler not in UPSAMPLERS:
             raise ValueError(f'DRCT: upsampler={upsampler!r}; upstream DRCT implements only {UPSAMPLERS}.')

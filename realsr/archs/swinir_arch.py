@@ -638,7 +638,7 @@ class SwinIR(WindowSRMixin, nn.Module):
                  num_heads=(6, 6, 6, 6), window_size=7, mlp_ratio=4., qkv_bias=True, qk_scale=None, drop_rate=0.,
                  attn_drop_rate=0., drop_path_rate=0.1, norm_layer=nn.LayerNorm, ape=False, patch_norm=True,
                  use_checkpoint=False, upscale=2, img_range=1., upsampler='', resi_connection='1conv',
-                 attn_impl='sdpa', pad_mode='none', **kwargs):
+                 attn_impl='sdpa', pad_mode='none'):
         super().__init__()
         if upsampler not in UPSAMPLERS:
             raise ValueError(f'SwinIR: upsampler={upsampler!r}; use one of {UPSAMPLERS}.')
