@@ -6,7 +6,7 @@ present), every network built with its registry arguments, pretrained files read
 and shapes compared under the file's ``strict_load_*``, regularizer sites, perceptual-loss VGG
 weights, and the distributed backend. Prints the resolved options with their defaults and exits 0,
 or raises :class:`OptionError` listing every problem (exit 2). Writes nothing: networks are built on
-the ``meta`` device where the arch allows it (no memory for weights), and a default dataset that
+the ``meta`` device (no memory for weights, no time for their initialisation), and a default dataset that
 would be written on first use lives in a temporary folder removed here.
 """
 import contextlib
@@ -102,13 +102,31 @@ def _check_datasets(opt, problems, notes, is_train):
 
 
 # -- networks and their pretrained files ------------------------------------------------------------
-def _build_without_memory(net_opt):
-    """The network on the ``meta`` device (shapes only); on the CPU if its arch cannot be built
-    there (e.g. it reads a tensor's value in ``__init__``)."""
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Every parameter registered meanwhile moves to the ``meta`` device, so the weight
+    initialisation after it costs nothing (DRCT's takes seconds on a CPU)."""
+    register = torch.nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = torch.nn.Parameter(param.to('meta'), requires_grad=param.requires_grad)
+
+    torch.nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def build_without_memory(net_opt):
+    """The network with its parameters on the ``meta`` device (shapes only). Only the parameters:
+    with everything on ``meta`` (``with torch.device('meta')``) archs that read a tensor's value in
+    ``__init__`` (the ``.item()`` of SwinIR's drop-path schedule) fail."""
     from realsr.archs import build_network
-    with contextlib.suppress(Exception), torch.device('meta'):
+    with _parameters_on_meta():
         return build_network(net_opt)
-    return build_network(net_opt)
 
 
 def _check_networks(opt, problems, notes):
@@ -117,7 +135,7 @@ def _check_networks(opt, problems, notes):
         if not (str(key).startswith('network_') and isinstance(net_opt, dict)):
             continue
         try:
-            net = _build_without_memory(net_opt)
+            net = build_without_memory(net_opt)
         except Exception as err:
             problems.append(f"'{key}': cannot build {net_opt.get('type')!r}: {type(err).__name__}: {err}")
             continue
