@@ -105,11 +105,14 @@ ARCH_REGISTRY = Registry('arch', [
     'realsr.archs.vgg_arch',
     'realsr.archs.dropout_aliases_arch',
     'realsr.archs.dasr_arch',
+    'realsr.archs.srvgg_arch',
+    'realsr.archs.hat_arch',
 ])
 MODEL_REGISTRY = Registry('model', [
     'realsr.models.sr_model',
     'realsr.models.realesrgan_model',
     'realsr.models.drct_model',
+    'realsr.models.hat_model',
     'realsr.models.dasr_model',
 ])
 LOSS_REGISTRY = Registry('loss', [

@@ -17,9 +17,12 @@ SWINIR = {'type': 'SwinIR', 'upscale': 2, 'in_chans': 3, 'img_size': 16, 'window
 RRDB = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'scale': 2, 'num_feat': 8, 'num_block': 1,
         'num_grow_ch': 4}
 SRRESNET = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 4}
+SRVGG = {'type': 'SRVGGNetCompact', 'num_feat': 8, 'num_conv': 2, 'upscale': 4, 'act_type': 'prelu'}
+HAT = {'type': 'HAT', 'upscale': 2, 'img_size': 16, 'window_size': 8, 'embed_dim': 12, 'depths': [2], 'num_heads': [2],
+       'compress_ratio': 3, 'squeeze_factor': 6, 'mlp_ratio': 2, 'upsampler': 'pixelshuffle'}
 
 
-@pytest.mark.parametrize('net_opt', [SRRESNET, RRDB, SWINIR], ids=lambda o: o['type'])
+@pytest.mark.parametrize('net_opt', [SRRESNET, RRDB, SWINIR, SRVGG, HAT], ids=lambda o: o['type'])
 def test_bf16_on_cpu_is_close_to_fp32(net_opt):
     torch.manual_seed(0)
     net = build_network(net_opt).eval()

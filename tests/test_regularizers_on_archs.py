@@ -1,5 +1,5 @@
-"""One regularizer, any arch: the same option entries attach to SRResNet, RRDBNet and SwinIR
-wherever the named site exists, act in training mode only, and fail clearly elsewhere."""
+"""One regularizer, any arch: the same option entries attach to SRResNet, RRDBNet, SwinIR, DRCT,
+SRVGGNetCompact and HAT wherever the named site exists, act in training mode only, and fail clearly elsewhere."""
 import pytest
 import torch
 
@@ -15,7 +15,15 @@ ARCHS = {
     'DRCT': {'type': 'DRCT', 'upscale': 2, 'img_size': 16, 'window_size': 8, 'embed_dim': 12, 'depths': [2],
              'num_heads': [2], 'gc': 6, 'mlp_ratio': 2, 'upsampler': 'pixelshuffle', 'img_range': 1.0,
              'drop_path_rate': 0.0},
+    'SRVGGNetCompact': {'type': 'SRVGGNetCompact', 'num_feat': 8, 'num_conv': 2, 'upscale': 4, 'act_type': 'prelu'},
+    'HAT': {'type': 'HAT', 'upscale': 2, 'img_size': 16, 'window_size': 8, 'embed_dim': 12, 'depths': [2],
+            'num_heads': [2], 'compress_ratio': 3, 'squeeze_factor': 6, 'mlp_ratio': 2, 'upsampler': 'pixelshuffle',
+            'drop_path_rate': 0.0},
 }
+# SRVGGNetCompact has no conv_last/conv_first: its last conv is body.{2 num_conv + 2} (the regularizers act on
+# that conv's input, as on conv_last's elsewhere) and its first conv body.0.
+LAST_CONV = {'SRVGGNetCompact': 'body.6'}
+FIRST_CONV = {'SRVGGNetCompact': 'body.0'}
 REGULARIZERS = {
     'ChannelDropout': [{'type': 'ChannelDropout', 'p': 0.7, 'sites': ['conv_last:input']}],
     'ChannelDropout-element': [{'type': 'ChannelDropout', 'p': 0.5, 'mode': 'element', 'sites': ['conv_last:input']}],
@@ -32,8 +40,9 @@ def test_regularizer_attaches_to_every_arch(arch, reg):
     plain = build_network(ARCHS[arch])
     torch.manual_seed(0)
     net = build_network(ARCHS[arch])
-    regs = build_regularizers(REGULARIZERS[reg], net)
-    assert regs[0].attached and regs[0].attached[0][1] == 'conv_last'
+    last = LAST_CONV.get(arch, 'conv_last')
+    regs = build_regularizers([{**entry, 'sites': [f'{last}:input']} for entry in REGULARIZERS[reg]], net)
+    assert regs[0].attached and regs[0].attached[0][1] == last
     x = torch.rand(4, 3, 16, 16)
     net.eval()
     plain.eval()
@@ -50,7 +59,7 @@ def test_regularizer_attaches_to_every_arch(arch, reg):
     else:
         assert not torch.allclose(out, plain.train()(x))  # dropout acts in training mode
     (out.mean() + (extra if torch.is_tensor(extra) else 0)).backward()
-    assert net.conv_first.weight.grad is not None
+    assert net.get_submodule(FIRST_CONV.get(arch, 'conv_first')).weight.grad is not None
 
 
 def test_missing_site_lists_close_modules():

@@ -250,22 +250,24 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         trunc_normal_(self.relative_position_bias_table, std=.02)
 
-    def relative_position_bias(self):
-        """(heads, N, N) bias gathered from the table."""
+    def relative_position_bias(self, index=None):
+        """(heads, N, N) bias gathered from the table by ``index`` (default: this block's buffer; HAT
+        passes the one index its blocks share)."""
         n = self.window_size[0] * self.window_size[1]
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        index = self.relative_position_index if index is None else index
+        bias = self.relative_position_bias_table[index.view(-1)]
         return bias.view(n, n, -1).permute(2, 0, 1)
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, rpi=None):
         """x: (B * nW, N, C) windows (image-major); mask: (nW, N, N), additive (float) or bool (True:
-        masked, i.e. -100 added), or None."""
+        masked, i.e. -100 added), or None; rpi: the (N, N) relative position index, if not the buffer."""
         bw, n, c = x.shape
         heads = self.num_heads
         nw = 1 if mask is None else mask.shape[0]
         b = bw // nw
         qkv = self.qkv(x).view(b, nw, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv.unbind(0)  # each (b, nW, heads, N, hd)
-        bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
+        bias = self.relative_position_bias(rpi).unsqueeze(0)  # (1, heads, N, N)
         if mask is not None and mask.dtype == torch.bool:
             # the same values (and gradient) as adding the float mask: bias + (-100 or 0)
             bias = bias + mask.unsqueeze(1).to(bias.dtype) * _MASK_VALUE  # (nW, heads, N, N)
