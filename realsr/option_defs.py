@@ -56,7 +56,8 @@ DEGRADATION_TOP = (
     *(Option(k, kind, None, f'first stage: {doc}') for k, kind, doc in _STAGE),
     Option('second_blur_prob', 'num', None, 'probability of the second blur'),
     *(Option(k + '2', kind, None, f'second stage: {doc}') for k, kind, doc in _STAGE),
-    *(Option(k + s, kind, None, f'DASR {s[1:-1]} space: {doc}') for s in DASR_SPACE_SUFFIXES for k, kind, doc in _STAGE),
+    *(Option(k + s, kind, None, f'DASR {s[1:-1]} space: {doc}')
+      for s in DASR_SPACE_SUFFIXES for k, kind, doc in _STAGE),
     Option('gt_size', 'int', None, 'GT patch size cut from each degraded crop (a multiple of scale)', minimum=1),
     Option('queue_size', 'int', None, 'training-pair pool size (default 180; 0 disables the pool)', minimum=0),
     Option('high_order_degradation', 'bool', None, 'degrade GT on the fly (default true); false: paired data'),
@@ -261,7 +262,8 @@ DEGRADATION_DATASET = (
     *(Option(k, kind, None, f'first blur: {doc}') for k, kind, doc in _KERNEL),
     *(Option(k + '2' if k != 'blur_kernel_size_minimum' else 'blur_kernel_size2_minimum', kind, None,
              f'second blur: {doc}') for k, kind, doc in _KERNEL),
-    *(Option(k + s, kind, None, f'DASR {s[1:-1]} space: {doc}') for s in DASR_SPACE_SUFFIXES for k, kind, doc in _KERNEL),
+    *(Option(k + s, kind, None, f'DASR {s[1:-1]} space: {doc}')
+      for s in DASR_SPACE_SUFFIXES for k, kind, doc in _KERNEL),
     Option('final_sinc_prob', 'num', None, 'probability of the final sinc filter'),
     Option('kernel_range', 'list', None, '[min, max] odd kernel sizes of the first blur (default [7, 21])'),
     Option('kernel_range2', 'list', None, '[min, max] odd kernel sizes of the second blur (default: kernel_range)'),
@@ -273,7 +275,8 @@ DATASET_TYPES = {
     'PairedImageDataset': _PAIRED,
     'RealESRGANPairedDataset': _PAIRED + (
         Option('meta_info', 'str', None, "text file of 'gt_path, lq_path' lines"),),
-    'SingleImageDataset': tuple(o for o in _PAIRED if o.name in ('dataroot_lq', 'meta_info_file', 'color', 'mean', 'std')),
+    'SingleImageDataset': tuple(o for o in _PAIRED
+                                if o.name in ('dataroot_lq', 'meta_info_file', 'color', 'mean', 'std')),
     'RealESRGANDataset': _REALESRGAN,
     'DASRDataset': _REALESRGAN,
 }

@@ -16,6 +16,7 @@ import os
 
 from realsr import option_defs as defs
 from realsr.utils.option_error import OptionError  # noqa: F401 (re-exported: realsr.option_schema.OptionError)
+from realsr.runtime.wandb_logger import wandb_problems
 from realsr.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY,
                              REGULARIZER_REGISTRY)
 
@@ -101,7 +102,9 @@ def _builtin_metric_params():
         with open(spec.origin, encoding='utf-8') as f:
             tree = ast.parse(f.read(), spec.origin)
         for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and any('METRIC_REGISTRY' in ast.unparse(d) for d in node.decorator_list):
+            registered = isinstance(node, ast.FunctionDef) and any('METRIC_REGISTRY' in ast.unparse(d)
+                                                                   for d in node.decorator_list)
+            if registered:
                 args = node.args.args + node.args.kwonlyargs
                 n_required = len(node.args.args) - len(node.args.defaults)
                 required = [a.arg for a in node.args.args[:n_required]]
@@ -219,6 +222,12 @@ class _Checker:
             if p.default is p.empty and n not in kwargs and n not in extra_ok:
                 self.add(f"'{path}' is missing the required key '{n}' of {name}")
 
+    def own_problems(self, cls, path, kwargs):
+        """Value checks a registered class knows best: its ``option_problems(path, **kwargs)``."""
+        check = getattr(cls, 'option_problems', None)
+        if check is not None:
+            self.problems += check(path, **{k: v for k, v in kwargs.items() if k != 'type'})
+
     def like_default(self, full, value, default):
         if value is None or default is inspect.Parameter.empty or default is None:
             return
@@ -299,6 +308,8 @@ class _Checker:
             self.options(opt['logger'], 'logger', defs.LOGGER)
             if isinstance(opt['logger'].get('wandb'), dict):
                 self.options(opt['logger']['wandb'], 'logger.wandb', defs.WANDB)
+                if self.is_train:  # only training logs to wandb
+                    self.problems += wandb_problems(opt)
         if isinstance(opt.get('tile'), dict):
             self.options(opt['tile'], 'tile', defs.TILE)
         if isinstance(opt.get('regularizers'), list):
@@ -433,6 +444,7 @@ class _Checker:
             cls = self.registry_type(LOSS_REGISTRY, name, f'train.{key}.type') if name is not None else None
             if cls is not None:
                 self.kwargs_for(cls, {k: v for k, v in value.items() if k != 'type'}, f'train.{key}')
+                self.own_problems(cls, f'train.{key}', value)
 
     def optimizer(self, optim_opt, path):
         import torch  # only here: validating an optimizer needs to know torch's classes

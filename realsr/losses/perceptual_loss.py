@@ -3,11 +3,13 @@
 Johnson et al., "Perceptual Losses for Real-Time Style Transfer and Super-Resolution", ECCV 2016;
 Gatys et al., "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
 """
+import difflib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from realsr.archs.vgg_arch import VGGFeatureExtractor
+from realsr.archs.vgg_arch import VGG_TYPES, VGGFeatureExtractor, vgg_layer_names
 from realsr.registry import LOSS_REGISTRY
 
 _CRITERIA = ('l1', 'l2', 'fro')
@@ -34,6 +36,21 @@ class PerceptualLoss(nn.Module):
         vgg_type, use_input_norm, range_norm, pretrained_path: see :class:`VGGFeatureExtractor`.
         perceptual_weight, style_weight: term weights. criterion: 'l1', 'l2' or 'fro'.
     """
+
+    @staticmethod
+    def option_problems(path, layer_weights=None, vgg_type='vgg19', criterion='l1', **_):
+        """Problems of these arguments, found by the option checker before any network is built."""
+        if vgg_type not in VGG_TYPES:
+            return [f"'{path}.vgg_type' must be one of {', '.join(VGG_TYPES)}, got {vgg_type!r}"]
+        problems = [] if criterion in _CRITERIA else [
+            f"'{path}.criterion' must be one of {', '.join(_CRITERIA)}, got {criterion!r}"]
+        names = vgg_layer_names(vgg_type)
+        for layer in layer_weights if isinstance(layer_weights, dict) else ():
+            if layer not in names:
+                close = difflib.get_close_matches(str(layer), names, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ''
+                problems.append(f"unknown key '{path}.layer_weights.{layer}': {hint}{vgg_type} has no such layer")
+        return problems
 
     def __init__(self, layer_weights, vgg_type='vgg19', use_input_norm=True, range_norm=False,
                  perceptual_weight=1.0, style_weight=0., criterion='l1', pretrained_path=None):
