@@ -173,7 +173,7 @@ def parse_options(root_path, is_train=True, argv=None):
     and the experiment paths. Returns ``(opt, args)``."""
     import torch
 
-    from realsr.runtime.dist import get_dist_info, init_dist, resolve_backend
+    from realsr.runtime.dist import dist_timeout, get_dist_info, init_dist, resolve_backend
     from realsr.runtime.logger import get_root_logger
     from realsr.runtime.rng import set_random_seed
 
@@ -210,7 +210,7 @@ def parse_options(root_path, is_train=True, argv=None):
         except ValueError as err:
             raise OptionError([str(err)], args.opt) from err
         device = init_dist(args.launcher, backend=backend, port=dist_params.get('port'), use_cuda=use_cuda,
-                           local_rank=args.local_rank)
+                           local_rank=args.local_rank, timeout=dist_timeout(dist_params))
     opt['rank'], opt['world_size'] = get_dist_info()
     opt['device'] = str(device)
     get_root_logger()  # so that the switches below log (rank 0 only)

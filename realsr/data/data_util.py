@@ -9,6 +9,8 @@ Every error names the folder, file or key at fault.
 import os
 import re
 
+from realsr.data.errors import DatasetFileNotFoundError, DatasetValueError
+
 __all__ = [
     'IMG_EXTENSIONS', 'scandir', 'read_lmdb_meta_info', 'paired_paths_from_folder',
     'paired_paths_from_meta_info_file', 'paired_paths_from_lmdb', 'paths_from_folder', 'paths_from_lmdb'
@@ -42,7 +44,7 @@ def scandir(dir_path, suffix=None, recursive=False, full_path=False):
         raise TypeError(f'scandir: suffix must be a string or a tuple of strings, got {type(suffix).__name__}')
     dir_path = os.fspath(dir_path)
     if not os.path.isdir(dir_path):
-        raise FileNotFoundError(f"Folder not found: '{dir_path}'")
+        raise DatasetFileNotFoundError(f"Folder not found: '{dir_path}'", dir_path)
     found = []
 
     def _scan(folder):
@@ -64,11 +66,11 @@ def scandir(dir_path, suffix=None, recursive=False, full_path=False):
 def _check_folder(folder, key, option=None):
     option = option or f'dataroot_{key}'
     if folder is None:
-        raise ValueError(f'The {key} folder is not set ({option} is missing or null in the options).')
+        raise DatasetValueError(f'The {key} folder is not set ({option} is missing or null in the options).')
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         what = 'is a file, not a folder' if os.path.exists(folder) else 'does not exist'
-        raise FileNotFoundError(f"The {key} folder '{folder}' {what}. Check {option} in the options.")
+        raise DatasetFileNotFoundError(f"The {key} folder '{folder}' {what}. Check {option} in the options.", folder)
     return folder
 
 
@@ -94,11 +96,11 @@ def paired_paths_from_folder(folders, keys, filename_tmpl):
     gt_folder = _check_folder(gt_folder, gt_key)
     gt_names = [n for n in scandir(gt_folder) if _is_image(n)]
     if not gt_names:
-        raise ValueError(f"The {gt_key} folder '{gt_folder}' contains no images "
-                         f"(looked for {', '.join(IMG_EXTENSIONS[:5])}, ...).")
+        raise DatasetValueError(f"The {gt_key} folder '{gt_folder}' contains no images "
+                                f"(looked for {', '.join(IMG_EXTENSIONS[:5])}, ...).", gt_folder)
     input_names = set(n for n in scandir(input_folder) if _is_image(n))
     if not input_names:
-        raise ValueError(f"The {input_key} folder '{input_folder}' contains no images.")
+        raise DatasetValueError(f"The {input_key} folder '{input_folder}' contains no images.", input_folder)
 
     paths, missing = [], []
     for gt_name in gt_names:
@@ -117,23 +119,24 @@ def paired_paths_from_folder(folders, keys, filename_tmpl):
         more = ''
         if len(missing) > 1:
             more = f' ({len(missing)} of {len(gt_names)} {gt_key} images have no {input_key} file)'
-        raise FileNotFoundError(
+        raise DatasetFileNotFoundError(
             f"No {input_key} file for {gt_key} image '{os.path.join(gt_folder, gt_name)}': expected "
             f"'{os.path.join(input_folder, input_name)}' (filename_tmpl {filename_tmpl!r}){more}. "
             f"The {input_key} folder holds names like '{example}': set filename_tmpl so that "
-            f"filename_tmpl.format(<{gt_key} name without extension>) + extension gives them.")
+            f"filename_tmpl.format(<{gt_key} name without extension>) + extension gives them.",
+            os.path.join(gt_folder, gt_name))
     return paths
 
 
 def _read_meta_lines(meta_file, what):
     meta_file = os.fspath(meta_file)
     if not os.path.isfile(meta_file):
-        raise FileNotFoundError(f"The {what} '{meta_file}' does not exist.")
+        raise DatasetFileNotFoundError(f"The {what} '{meta_file}' does not exist.", meta_file)
     with open(meta_file, 'r', encoding='utf-8') as f:
         lines = [line.strip() for line in f]
     lines = [line for line in lines if line]
     if not lines:
-        raise ValueError(f"The {what} '{meta_file}' is empty.")
+        raise DatasetValueError(f"The {what} '{meta_file}' is empty.", meta_file)
     return lines
 
 
@@ -163,10 +166,10 @@ def read_lmdb_meta_info(lmdb_folder):
     """The keys listed in ``<lmdb_folder>/meta_info.txt`` (lines ``<key>.png (h,w,c) <level>``), in file order."""
     lmdb_folder = os.fspath(lmdb_folder)
     if not lmdb_folder.rstrip('/\\').endswith('.lmdb'):
-        raise ValueError(f"'{lmdb_folder}' should be an lmdb folder whose name ends with '.lmdb' "
-                         '(io_backend type is lmdb).')
+        raise DatasetValueError(f"'{lmdb_folder}' should be an lmdb folder whose name ends with '.lmdb' "
+                                '(io_backend type is lmdb).', lmdb_folder)
     if not os.path.isdir(lmdb_folder):
-        raise FileNotFoundError(f"The lmdb folder '{lmdb_folder}' does not exist.")
+        raise DatasetFileNotFoundError(f"The lmdb folder '{lmdb_folder}' does not exist.", lmdb_folder)
     meta_file = os.path.join(lmdb_folder, 'meta_info.txt')
     keys = []
     for line in _read_meta_lines(meta_file, 'lmdb meta_info.txt'):
@@ -188,7 +191,7 @@ def paired_paths_from_lmdb(folders, keys):
     if set(input_keys) != set(gt_keys):
         only_in = sorted(set(input_keys) - set(gt_keys))[:5]
         only_gt = sorted(set(gt_keys) - set(input_keys))[:5]
-        raise ValueError(
+        raise DatasetValueError(
             f"The keys of the {input_key} lmdb '{input_folder}' ({len(input_keys)} keys) and the {gt_key} lmdb "
             f"'{gt_folder}' ({len(gt_keys)} keys) differ (see their meta_info.txt). Only in {input_key}: "
             f'{only_in}; only in {gt_key}: {only_gt}.')
@@ -200,7 +203,7 @@ def paths_from_folder(folder):
     folder = _check_folder(folder, 'image', option='the dataroot')
     paths = [os.path.join(folder, n) for n in scandir(folder) if _is_image(n)]
     if not paths:
-        raise ValueError(f"The folder '{folder}' contains no images.")
+        raise DatasetValueError(f"The folder '{folder}' contains no images.", folder)
     return paths
 
 

@@ -8,6 +8,7 @@ batches ready) or ``cuda`` (copies the next batch to the GPU on a side stream).
 """
 import logging
 import queue as Queue
+import signal
 import threading
 
 import torch
@@ -28,6 +29,14 @@ def pin_memory_default(dataset_opt, num_gpu):
     return bool(value)
 
 
+def ignore_stop_signals(worker_id=None):
+    """A loader worker leaves SIGTERM/SIGINT to the main process, which stops after saving
+    (realsr.runtime.preemption). Slurm and Ctrl-C signal every process of the job, and torch's
+    workers would die of it mid-batch, failing the main process before it can save."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_dataloader(dataset, dataset_opt, num_gpu=1, dist=False, sampler=None, seed=0):
     phase = dataset_opt['phase']
     if dataset_opt.get('use_shuffle') is not None and 'use_shuffle' not in _LOGGED_IGNORED:
@@ -46,6 +55,7 @@ def build_dataloader(dataset, dataset_opt, num_gpu=1, dist=False, sampler=None, 
                       persistent_workers=dataset_opt.get('persistent_workers', False) and num_workers > 0)
         if num_workers > 0:
             kwargs['prefetch_factor'] = dataset_opt.get('prefetch_factor', 2)
+            kwargs['worker_init_fn'] = ignore_stop_signals
     elif phase in ('val', 'test'):
         kwargs = dict(dataset=dataset, batch_size=1, shuffle=False, num_workers=0)
     else:
@@ -101,6 +111,17 @@ class CPUPrefetcher:
             return next(self.iter)
         except StopIteration:
             return None
+
+    def close(self):
+        """Ends the loader's worker processes now. They ignore SIGTERM (ignore_stop_signals), so
+        the terminate() of multiprocessing's exit handler would not, and they would linger a few
+        seconds after a stopped run, until they notice their parent is gone."""
+        it, self.iter = self.iter, None
+        if isinstance(it, PrefetchGenerator):
+            it = it.generator
+        shutdown = getattr(it, '_shutdown_workers', None)  # torch's multi-process iterator
+        if shutdown is not None:
+            shutdown()
 
 
 class CUDAPrefetcher(CPUPrefetcher):

@@ -7,6 +7,7 @@ import numpy as np
 from torch.utils import data
 
 from realsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
+from realsr.data.errors import DatasetValueError, reading_item
 from realsr.data.file_client import FileClient
 from realsr.data.transforms import augment, paired_random_crop
 from realsr.registry import DATASET_REGISTRY
@@ -132,10 +133,10 @@ class PairedImageDataset(data.Dataset):
         bad = (h_gt != h_lq * scale or w_gt != w_lq * scale) if train else \
             (h_gt < h_lq * scale or w_gt < w_lq * scale)
         if bad:
-            raise ValueError(
+            raise DatasetValueError(
                 f"Size mismatch: GT '{gt_path}' is {h_gt}x{w_gt} (h x w) but LQ '{lq_path}' is {h_lq}x{w_lq} "
                 f'and scale is {scale}, so the GT should be {h_lq * scale}x{w_lq * scale}.'
-                + _ratio_hint(h_gt, w_gt, h_lq, w_lq, scale))
+                + _ratio_hint(h_gt, w_gt, h_lq, w_lq, scale), gt_path)
 
         if train:
             gt_size = self.opt['gt_size']
@@ -159,7 +160,8 @@ class PairedImageDataset(data.Dataset):
 
     def __getitem__(self, index):
         if not self.skip_bad_images:
-            return self._load(index)
+            with reading_item():
+                return self._load(index)
         bad = set()
         for _ in range(_MAX_SKIP_TRIES):
             try:
@@ -175,8 +177,9 @@ class PairedImageDataset(data.Dataset):
                 index = random.randint(0, len(self.paths) - 1)
                 while index in bad:
                     index = random.randint(0, len(self.paths) - 1)
-        raise RuntimeError(f'{len(bad)} pairs in a row could not be read from the dataset '
-                           f"'{self.gt_folder}' (skip_bad_images is on): too many bad images; see the warnings.")
+        raise DatasetValueError(f'{len(bad)} pairs in a row could not be read from the dataset '
+                                f"'{self.gt_folder}' (skip_bad_images is on): too many bad images; see the warnings.",
+                                self.gt_folder)
 
     def __len__(self):
         return len(self.paths)

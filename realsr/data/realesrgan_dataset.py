@@ -15,6 +15,7 @@ import cv2
 from torch.utils import data
 
 from realsr.data.data_util import paths_from_folder, paths_from_lmdb
+from realsr.data.errors import DatasetFileNotFoundError, DatasetValueError, reading_item
 from realsr.data.file_client import FileClient
 from realsr.data.paired_image_dataset import PairedImageDataset
 from realsr.data.transforms import augment
@@ -28,11 +29,11 @@ _MAX_SKIP_TRIES = 50
 
 def read_meta_info_paths(meta_info, root):
     if not os.path.isfile(meta_info):
-        raise FileNotFoundError(f"meta_info file '{meta_info}' does not exist")
+        raise DatasetFileNotFoundError(f"meta_info file '{meta_info}' does not exist", meta_info)
     with open(meta_info, encoding='utf-8') as f:
         names = [line.strip().split(' ')[0] for line in f if line.strip()]
     if not names:
-        raise ValueError(f"meta_info file '{meta_info}' lists no image")
+        raise DatasetValueError(f"meta_info file '{meta_info}' lists no image", meta_info)
     return [os.path.join(root, name) for name in names]
 
 
@@ -85,14 +86,16 @@ class RealESRGANDataset(data.Dataset):
 
     def __getitem__(self, index):
         if not self.skip_bad_images:
-            return self._load(index)
+            with reading_item():
+                return self._load(index)
         for _ in range(_MAX_SKIP_TRIES):
             try:
                 return self._load(index)
             except (ImageReadError, FileNotFoundError) as err:
                 logger.warning('Skipping an unreadable GT image (skip_bad_images is on): %s: %s', self.paths[index], err)
                 index = random.randint(0, len(self.paths) - 1)
-        raise RuntimeError(f"{_MAX_SKIP_TRIES} GT images in a row could not be read from '{self.gt_folder}'")
+        raise DatasetValueError(f"{_MAX_SKIP_TRIES} GT images in a row could not be read from '{self.gt_folder}' "
+                                '(skip_bad_images is on): too many bad images; see the warnings.', self.gt_folder)
 
     def __len__(self):
         return len(self.paths)

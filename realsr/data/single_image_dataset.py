@@ -4,6 +4,7 @@ import os
 from torch.utils import data
 
 from realsr.data.data_util import paths_from_folder, paths_from_lmdb
+from realsr.data.errors import DatasetFileNotFoundError, DatasetValueError, reading_item
 from realsr.data.file_client import FileClient
 from realsr.data.paired_image_dataset import bgr_to_y, maybe_prepare_default_data, normalize_
 from realsr.registry import DATASET_REGISTRY
@@ -38,7 +39,7 @@ class SingleImageDataset(data.Dataset):
         elif opt.get('meta_info_file') is not None:
             meta_file = opt['meta_info_file']
             if not os.path.isfile(meta_file):
-                raise FileNotFoundError(f"The meta_info_file '{meta_file}' does not exist.")
+                raise DatasetFileNotFoundError(f"The meta_info_file '{meta_file}' does not exist.", meta_file)
             with open(meta_file, 'r', encoding='utf-8') as f:
                 names = [line.strip().split(' ')[0] for line in f if line.strip()]
             self.paths = [os.path.join(self.lq_folder, name) for name in names]
@@ -46,7 +47,7 @@ class SingleImageDataset(data.Dataset):
             if backend == 'disk':
                 maybe_prepare_default_data(self.lq_folder)
             if self.lq_folder is None:
-                raise ValueError('SingleImageDataset needs dataroot_lq.')
+                raise DatasetValueError('SingleImageDataset needs dataroot_lq.')
             self.paths = paths_from_folder(self.lq_folder)
 
     def __getitem__(self, index):
@@ -54,7 +55,8 @@ class SingleImageDataset(data.Dataset):
             kwargs = dict(self.io_backend_opt)
             self.file_client = FileClient(kwargs.pop('type', 'disk'), **kwargs)
         lq_path = self.paths[index]
-        img_lq = imfrombytes(self.file_client.get(lq_path, 'lq'), float32=True, path=lq_path)
+        with reading_item():
+            img_lq = imfrombytes(self.file_client.get(lq_path, 'lq'), float32=True, path=lq_path)
         if self.opt.get('color') == 'y':
             img_lq = bgr_to_y(img_lq)
         img_lq = img2tensor(img_lq, bgr2rgb=True, float32=True)

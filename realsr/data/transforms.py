@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from realsr.data.errors import DatasetValueError
+
 __all__ = ['mod_crop', 'paired_random_crop', 'augment']
 
 
@@ -59,11 +61,12 @@ def paired_random_crop(img_gts, img_lqs, gt_patch_size, scale, gt_path=None):
     where = f' ({gt_path})' if gt_path else ''
 
     if h_gt != h_lq * scale or w_gt != w_lq * scale:
-        raise ValueError(f'Scale mismatches: GT size ({h_gt}, {w_gt}) is not {scale}x the LQ size '
-                         f'({h_lq}, {w_lq}); expected GT ({h_lq * scale}, {w_lq * scale}){where}.')
+        raise DatasetValueError(f'Scale mismatches: GT size ({h_gt}, {w_gt}) is not {scale}x the LQ size '
+                                f'({h_lq}, {w_lq}); expected GT ({h_lq * scale}, {w_lq * scale}){where}.', gt_path)
     if h_lq < lq_patch_size or w_lq < lq_patch_size:
-        raise ValueError(f'LQ ({h_lq}, {w_lq}) is smaller than the patch size ({lq_patch_size}, {lq_patch_size}) '
-                         f'(gt_size {gt_patch_size} / scale {scale}){where}. Remove the image or lower gt_size.')
+        raise DatasetValueError(f'LQ ({h_lq}, {w_lq}) is smaller than the patch size ({lq_patch_size}, '
+                                f'{lq_patch_size}) (gt_size {gt_patch_size} / scale {scale}){where}. Remove the '
+                                'image or lower gt_size.', gt_path)
 
     top = random.randint(0, h_lq - lq_patch_size)
     left = random.randint(0, w_lq - lq_patch_size)

@@ -4,6 +4,7 @@ NCCL with one GPU per process when CUDA is used, gloo on CPU, unless ``dist_para
 otherwise. ``LOCAL_RANK`` picks the device
 (torchrun sets it; the old launcher's ``--local_rank``/``--local-rank`` flag is also honoured).
 """
+import datetime
 import functools
 import os
 import subprocess
@@ -31,7 +32,7 @@ def resolve_backend(backend, use_cuda):
     return name
 
 
-def init_dist(launcher, backend=None, port=None, use_cuda=None, local_rank=None):
+def init_dist(launcher, backend=None, port=None, use_cuda=None, local_rank=None, timeout=None):
     """Initialise the default process group; returns the device this process should use.
     ``backend`` (``dist_params.backend``) is honoured for every launcher; see :func:`resolve_backend`."""
     if use_cuda is None:
@@ -63,9 +64,34 @@ def init_dist(launcher, backend=None, port=None, use_cuda=None, local_rank=None)
     else:
         device = torch.device('cpu')
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        init_process_group(backend, timeout)
     return device
 
+
+# dist_params.timeout: seconds a collective may wait for the other ranks before it fails (torch's
+# own default for gloo). One definition, read by the option checker and by init_dist.
+DEFAULT_TIMEOUT_S = 1800
+TIMEOUT_DOC = ('seconds a collective (all-reduce, barrier) waits for the other ranks before the run stops '
+               f'with an error naming this option; default {DEFAULT_TIMEOUT_S}')
+# The rendezvous waits at least this long, so that ranks which start a few seconds apart (imports,
+# dataset scans on a busy node) still meet when dist_params.timeout is short.
+_RENDEZVOUS_MIN_S = 120
+
+
+def dist_timeout(dist_params):
+    """``dist_params.timeout`` in seconds (the default when unset)."""
+    value = (dist_params or {}).get('timeout')
+    return float(DEFAULT_TIMEOUT_S if value is None else value)
+
+
+def init_process_group(backend, timeout=None):
+    """The default process group, whose collectives fail after ``timeout`` seconds."""
+    timeout = float(DEFAULT_TIMEOUT_S if timeout is None else timeout)
+    set_later = timeout < _RENDEZVOUS_MIN_S and hasattr(dist.distributed_c10d, '_set_pg_timeout')
+    first = max(timeout, _RENDEZVOUS_MIN_S) if set_later else timeout
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=first))
+    if set_later:
+        dist.distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=timeout))
 
 def get_dist_info():
     if dist.is_available() and dist.is_initialized():

@@ -1,0 +1,122 @@
+"""Graceful stop: SIGTERM/SIGINT (Slurm preemption, ``scancel``, Ctrl-C) or a dead launcher end a
+run with a resumable checkpoint instead of losing everything since the last one.
+
+The signal handler only records the request; the training loop finishes its iteration, asks
+:meth:`StopRequest.agreed` (all ranks agree, so they save the same iteration), saves and raises
+:class:`TrainingStopped`, whose exit status is 128 + the signal number (143 for SIGTERM, 130 for
+SIGINT), as a shell reports a process ended by that signal. A second signal ends the process at
+once through the default handler.
+"""
+import logging
+import os
+import signal
+import threading
+
+import torch
+import torch.distributed as dist
+
+# What ranks agree on with an all_reduce(MAX): the stop reason as a signal number (0: go on).
+# SIGTERM (15) outranks SIGINT (2); a dead launcher counts as SIGTERM (the launcher would have sent it).
+_HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+class TrainingStopped(SystemExit):
+    """The run stopped on request after saving a resumable state; exits with ``128 + signum``."""
+
+    def __init__(self, signum, current_iter):
+        self.signum = signum
+        self.current_iter = current_iter
+        super().__init__(128 + signum)
+
+
+def launched_by_launcher():
+    """True when torchrun / torch.distributed.launch / Slurm started this process (their env)."""
+    return any(k in os.environ for k in ('TORCHELASTIC_RUN_ID', 'LOCAL_RANK'))
+
+
+class StopRequest:
+    """Installs the SIGTERM/SIGINT handlers while the training loop runs (a context manager) and
+    tells the loop, once per iteration, whether to stop.
+
+    Handlers are installed only in the main thread of the process that entered the block; a
+    forked data-loader worker that inherits them ignores the signals (its parent stops it).
+    """
+
+    def __init__(self, logger=None, watch_parent=None):
+        self.logger = logger or logging.getLogger('realsr')
+        self.signum = 0  # the first signal received (0: none)
+        self.reason = ''
+        self._owner_pid = os.getpid()
+        self._previous = {}
+        if watch_parent is None:
+            watch_parent = launched_by_launcher()
+        self._parent_pid = os.getppid() if watch_parent else None
+        self._flag = None  # the all_reduce buffer, made once
+
+    # -- the signal handlers -----------------------------------------------------------------
+    def install(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in _HANDLED:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def restore(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def __enter__(self):
+        return self.install()
+
+    def __exit__(self, *exc):
+        self.restore()
+        return False
+
+    def _on_signal(self, signum, frame):
+        if os.getpid() != self._owner_pid:
+            return  # a forked worker: the main process decides
+        if self.signum:
+            # The second signal: no more waiting. Default action, so the process ends by the signal.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        self.reason = signal.Signals(signum).name
+        # Logging from a handler is safe in CPython (it runs between bytecodes of the main thread).
+        self.logger.warning('%s received: finishing this iteration, then saving a resumable state '
+                            '(send it again to stop at once, without saving).', self.reason)
+
+    # -- the per-iteration check ---------------------------------------------------------------
+    def _check_parent(self):
+        if self._parent_pid is not None and not self.signum and os.getppid() != self._parent_pid:
+            self.signum = signal.SIGTERM
+            self.reason = f'the exit of the launcher (pid {self._parent_pid})'
+            self.logger.error('The launcher (pid %d) has exited: stopping as on SIGTERM instead of training '
+                              'on alone.', self._parent_pid)
+
+    def local(self):
+        """This process's request: the signal number to stop for, or 0. No collective."""
+        self._check_parent()
+        return int(self.signum)
+
+    def agreed(self, world_size, device=None):
+        """The stop every rank agrees on (max over ranks of :meth:`local`); one small all_reduce
+        when ``world_size > 1`` (a CPU tensor for gloo, a device tensor for NCCL), none otherwise."""
+        value = self.local()
+        if world_size <= 1:
+            return value
+        if self._flag is None:
+            on_gpu = dist.get_backend() == 'nccl'
+            self._flag = torch.zeros((), dtype=torch.int32,
+                                     device=device if on_gpu else 'cpu')
+        self._flag.fill_(value)
+        dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
+        agreed = int(self._flag.item())  # the one host sync of the check
+        if agreed and not self.signum:
+            self.signum = agreed
+            self.reason = f'{signal.Signals(agreed).name} (sent to another rank)'
+        return agreed
+
+    def describe(self):
+        """``'SIGTERM'``, ``'SIGINT'``, or what else made the run stop."""
+        return self.reason or (signal.Signals(self.signum).name if self.signum else '')
