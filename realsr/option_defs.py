@@ -149,6 +149,9 @@ LOSS_SLOTS = {
     'SwinIRModel': ('pixel_opt', 'perceptual_opt'),
     'RealDRCTMSEModel': ('pixel_opt', 'perceptual_opt'),
     'RealDRCTGANModel': ('pixel_opt', 'perceptual_opt', 'gan_opt'),
+    'HATModel': ('pixel_opt', 'perceptual_opt'),
+    'RealHATMSEModel': ('pixel_opt', 'perceptual_opt'),
+    'RealHATGANModel': ('pixel_opt', 'perceptual_opt', 'gan_opt'),
 }
 LOSS_KEY = re.compile(r'^\w+_opt$')
 # Networks each model builds: network_<label> = {type: <arch>, <arch args>}; path.*_<label> go with them.
@@ -156,6 +159,7 @@ NETWORK_SLOTS = {
     'SRModel': ('g',), 'RealESRNetModel': ('g',), 'DRCTModel': ('g',), 'SwinIRModel': ('g',),
     'RealDRCTMSEModel': ('g',), 'RealESRGANModel': ('g', 'd'), 'RealDRCTGANModel': ('g', 'd'),
     'SRGANDynamicModel': ('g', 'd', 'p'), 'DASRModel': ('g', 'd', 'p'),
+    'HATModel': ('g',), 'RealHATMSEModel': ('g',), 'RealHATGANModel': ('g', 'd'),
 }
 
 VAL = (
@@ -166,7 +170,7 @@ VAL = (
     Option('metrics', 'dict', None, 'name: {type: calculate_psnr, crop_border: 4, ...}'),
     Option('tile', 'dict', None, 'tiled inference while validating (tile_size, tile_pad)'),
     Option('compare_bicubic', 'bool', False, "log bicubic upsampling's metrics next to the model's"),
-    Option('pad_mode', 'str', 'reflect', 'window padding of DRCT/SwinIR test inputs', choices=('reflect', 'flip')),
+    Option('pad_mode', 'str', 'reflect', 'window padding of DRCT/SwinIR/HAT test inputs', choices=('reflect', 'flip')),
 )
 TILE = (
     Option('tile_size', 'int', None, 'tile side in LQ pixels (0: no tiling)', minimum=0),

@@ -317,3 +317,35 @@ def test_channels_last_and_bf16_autocast(arch):
     assert 0 < diff.max().item() < 0.02 and diff.mean().item() < 0.004  # bf16 did run, and stays close
     out.float().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+# -- option files ------------------------------------------------------------------------------------
+HAT_SRX4_NETWORK = {'type': 'HAT', 'upscale': 4, 'in_chans': 3, 'img_size': 64, 'window_size': 16, 'compress_ratio': 3,
+                    'squeeze_factor': 30, 'conv_scale': 0.01, 'overlap_ratio': 0.5, 'img_range': 1.,
+                    'depths': [6, 6, 6, 6, 6, 6], 'embed_dim': 180, 'num_heads': [6, 6, 6, 6, 6, 6], 'mlp_ratio': 2,
+                    'upsampler': 'pixelshuffle', 'resi_connection': '1conv'}  # HAT's train_HAT_SRx4 network_g
+
+
+def _option_problems(opt):
+    from realsr.option_schema import OptionError, validate_options
+    from realsr.options import _datasets
+    _datasets(opt)
+    try:
+        validate_options(opt, is_train=True, check_paths=False)
+    except OptionError as err:
+        return [str(p) for p in err.problems] if hasattr(err, 'problems') else [str(err)]
+    return []
+
+
+@pytest.mark.parametrize('model_type,network', [
+    ('HATModel', HAT_SRX4_NETWORK),
+    ('RealHATMSEModel', HAT_SRX4_NETWORK),
+    ('SRModel', {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_conv': 32,
+                 'upscale': 4, 'act_type': 'prelu'}),
+])
+def test_option_files_naming_the_new_archs_validate(model_type, network):
+    from test_options import _train_opt
+    opt = {**_train_opt(), 'model_type': model_type, 'scale': 4, 'network_g': dict(network)}
+    assert _option_problems(opt) == []
+    opt = {**_train_opt(), 'model_type': model_type, 'scale': 4, 'network_g': {**network, 'windw_size': 16}}
+    assert any('windw_size' in p for p in _option_problems(opt))  # no **kwargs sink: a typo is named
