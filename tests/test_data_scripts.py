@@ -288,3 +288,18 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError, match='disk full'):
         _prep_util.write_lines_atomic(target, ['new'])
     assert target.read_text() == 'old\n' and os.listdir(tmp_path) == ['meta.txt']
+
+
+# --- docs/data.md ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('option_file', ['train_ReflashDropout_SRResNet_x4.yml', 'train_MSRResNet_x4.yml',
+                                         'train_RealESRNet_x4plus.yml', 'train_RealESRGAN_x4plus.yml'])
+def test_data_doc_writes_the_paths_the_recipes_read(option_file):
+    """docs/data.md's commands must produce exactly the folders and meta_info files these option files read."""
+    from realsr.utils.yaml_util import yaml_load
+
+    doc = (REPO_ROOT / 'docs' / 'data.md').read_text(encoding='utf-8')
+    train = yaml_load(REPO_ROOT / 'options' / 'train' / option_file)['datasets']['train']
+    assert option_file in doc
+    for key in ('dataroot_gt', 'dataroot_lq', 'meta_info'):
+        if train.get(key):
+            assert train[key] in doc, f'{option_file} reads {key}: {train[key]}, which docs/data.md never makes'
