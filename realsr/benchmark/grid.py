@@ -26,7 +26,7 @@ import copy
 import difflib
 import string
 
-from realsr.degradations.testset_protocol import VARIANTS
+from realsr.degradations.testset_variants import VARIANTS  # not testset_protocol: it loads OpenCV
 from realsr.utils.option_error import OptionError
 
 GRID_KEY = 'datasets_grid'

@@ -44,16 +44,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-VARIANTS = (
-    'bicubic',
-    'blur2_bicubic',
-    'bicubic_noise20',
-    'bicubic_jepg50',
-    'blur2_bicubic_noise20',
-    'blur2_bicubic_jepg50',
-    'bicubic_noise20_jepg50',
-    'blur2_bicubic_noise20_jepg50',
-)
+from realsr.degradations.testset_variants import VARIANTS
+
 DETERMINISTIC_VARIANTS = tuple(v for v in VARIANTS if 'noise' not in v)
 DEFAULT_SEED = 0
 NOISE_SIGMA = 20
