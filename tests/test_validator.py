@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import write_pair_folders
+from test_degradation_ops import OFFICIAL_CFG
 from test_train_e2e import TEST_PY, run, write_yaml
 
 from realsr.archs import build_network
@@ -137,16 +138,19 @@ def _opt(tmp_path, **val):
             'val': {'pbar': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}, **val}}
 
 
-def test_validation_touches_only_infer_of_a_training_model(tmp_path):
-    """A real SRModel in training mode: validation calls ``infer`` and nothing else, so ``is_train``,
-    the fed tensors and the network's train mode are as they were."""
+@pytest.mark.parametrize('model_type', ['SRModel', 'RealESRNetModel'])
+def test_validation_touches_only_infer_of_a_training_model(model_type, tmp_path):
+    """A real model in training mode (RealESRNetModel: degrading GT on the fly, its feed_data would
+    synthesise pairs): validation calls ``infer`` and nothing else, so ``is_train``, the fed tensors
+    and the network's train mode are as they were."""
     from realsr.models import build_model
-    opt = {'name': 'run', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 0, 'device': 'cpu', 'is_train': True,
+    opt = {'name': 'run', 'model_type': model_type, 'scale': 4, 'num_gpu': 0, 'device': 'cpu', 'is_train': True,
            'dist': False, 'network_g': NET, 'path': {'visualization': str(tmp_path / 'vis')},
-           'datasets': {'train': {'batch_size_per_gpu': 1}},
+           'gt_size': 32, 'queue_size': 2, 'datasets': {'train': {'batch_size_per_gpu': 1, **OFFICIAL_CFG}},
            'train': {'optim_g': {'type': 'Adam', 'lr': 1e-4}, 'pixel_opt': {'type': 'L1Loss'}, 'total_iter': 1},
            'val': {'pbar': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}}}
     model = build_model(opt)
+    assert model_type == 'SRModel' or model.degradation is not None  # the on-the-fly branch is live
     lq, gt, output = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     model.lq, model.gt, model.output = lq, gt, output
     recorder = _Recorder(model)

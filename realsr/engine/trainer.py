@@ -21,10 +21,14 @@ from realsr.data.loader import build_dataloader, make_prefetcher
 from realsr.data.sampler import EnlargedSampler
 from realsr.engine.validator import Validator
 from realsr.engine.dry_run import run_dry_run
+from realsr.engine.out_of_memory import explain_out_of_memory
 from realsr.runtime import checkpoint, model_files
-from realsr.runtime.dist import barrier, get_dist_info
+from realsr.runtime.dist import barrier, dist_timeout, get_dist_info
 from realsr.runtime.logger import MessageLogger, close_file_handlers, get_root_logger, init_tb_logger
+from realsr.runtime.preemption import StopRequest, TrainingStopped
 from realsr.runtime.rng import capture_rng_state, restore_rng_state
+from realsr.runtime.watchdog import (CollectiveTimeout, Watchdog, describe_phase, is_collective_timeout,
+                                     timeout_message)
 from realsr.models import build_model
 from realsr.options import archive_existing, copy_opt_file, make_exp_dirs, parse_options
 
@@ -185,6 +189,22 @@ def train_pipeline(root_path, argv=None):
     if accum_iter > 1:
         logger.info('Gradient accumulation: %d micro-batches of %d per optimizer step (an iteration).',
                     accum_iter, batch_size)
+    # A stop request (SIGTERM/SIGINT, a dead launcher) ends the run after its iteration, with a save.
+    # Installed before the loader's workers fork: they inherit the handler, which ignores it there.
+    stop = StopRequest(logger).install()
+    watchdog = Watchdog(timeout=dist_timeout(opt.get('dist_params')) if opt['dist'] else None, rank=rank,
+                        logger=logger).start()
+
+    def save_state():
+        """The periodic save, also the one a graceful stop makes: resumable exactly."""
+        with watchdog.phase('save'):
+            model.train_step.check(current_iter)
+            logger.info('Saving models and training states.')
+            model.save(epoch, current_iter, extra_state={
+                'batches_done': batches_done, 'rng': capture_rng_state(),
+                'best_metric_results': validator.state_dict()})
+            barrier()
+
     pbar = tqdm(total=total_iters, initial=current_iter, unit='it', desc=str(opt['name']), disable=rank != 0,
                 dynamic_ncols=True, mininterval=1.0)
     try:
@@ -200,12 +220,14 @@ def train_pipeline(root_path, argv=None):
             try:
                 for _ in range(accum_iter):  # one optimizer step
                     fetch_start = time.time()
-                    train_data = next_batch()
+                    with watchdog.phase('data'):
+                        train_data = next_batch()
                     data_time += time.time() - fetch_start
-                    with cudnn_autotune(False):  # the degradations run here
-                        model.feed_data(train_data)
-                    with cudnn_autotune(model.step_settings.cudnn_benchmark):
-                        model.optimize_parameters(current_iter)
+                    with watchdog.phase('step'), explain_out_of_memory(opt, 'the training step'):
+                        with cudnn_autotune(False):  # the degradations run here
+                            model.feed_data(train_data)
+                        with cudnn_autotune(model.step_settings.cudnn_benchmark):
+                            model.optimize_parameters(current_iter)
             except Exception as err:
                 if compiled and first and type(err).__module__.startswith(('torch._dynamo', 'torch._inductor')):
                     raise RuntimeError(f'torch.compile failed at the first training step ({type(err).__name__}: '
@@ -226,19 +248,33 @@ def train_pipeline(root_path, argv=None):
                 msg_logger(log_vars)
                 pbar.set_postfix({k: f'{v:.3e}' for k, v in current_log.items()})
             if current_iter % save_freq == 0:
-                model.train_step.check(current_iter)
-                logger.info('Saving models and training states.')
-                model.save(epoch, current_iter, extra_state={
-                    'batches_done': batches_done, 'rng': capture_rng_state(),
-                    'best_metric_results': validator.state_dict()})
-                barrier()
+                save_state()
                 if kill_after and current_iter >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)
             if val_opt is not None and val_loaders and current_iter % val_opt['val_freq'] == 0:
-                _validate_all(validator, model, val_loaders, current_iter, val_opt.get('save_img', False))
+                with watchdog.phase('validation'), explain_out_of_memory(opt, 'validation'):
+                    _validate_all(validator, model, val_loaders, current_iter, val_opt.get('save_img', False))
+            with watchdog.phase('collective:stop_flag'):  # every rank stops at the same iteration
+                stop_signal = stop.agreed(opt['world_size'], model.device)
+            if stop_signal:
+                if current_iter % save_freq:
+                    save_state()
+                logger.info('stopped by %s at iter %d; resume with --auto_resume', signal.Signals(stop_signal).name,
+                            current_iter)
+                if tb_logger is not None:
+                    tb_logger.close()
+                raise TrainingStopped(stop_signal, current_iter)
             iter_start = time.time()
-    finally:  # an error must not leave a dangling progress bar
+    except RuntimeError as err:
+        if is_collective_timeout(err, watchdog.failed_in):  # a frozen or dead rank: name the option to raise
+            where = f"rank {rank}: {describe_phase(watchdog.failed_in or 'collective:?')}"
+            raise CollectiveTimeout(timeout_message(watchdog.timeout, where)) from err
+        raise
+    finally:  # an error must not leave a dangling progress bar, a watchdog or our signal handlers
         pbar.close()
+        prefetcher.close()
+        watchdog.stop()
+        stop.restore()
 
     model.train_step.check(current_iter)
     elapsed = datetime.timedelta(seconds=int(time.time() - msg_logger.start_time))
@@ -246,7 +282,8 @@ def train_pipeline(root_path, argv=None):
     logger.info('Save the latest model.')
     model.save(epoch=-1, current_iter=-1)
     if val_opt is not None and val_loaders:
-        _validate_all(validator, model, val_loaders, current_iter, val_opt.get('save_img', False))
+        with explain_out_of_memory(opt, 'validation'):
+            _validate_all(validator, model, val_loaders, current_iter, val_opt.get('save_img', False))
     if tb_logger is not None:
         tb_logger.close()
     close_file_handlers()

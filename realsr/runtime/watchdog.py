@@ -39,12 +39,15 @@ class CollectiveTimeout(RuntimeError):
     """A collective operation did not complete within ``dist_params.timeout``."""
 
 
-def is_collective_timeout(err):
-    """Whether ``err`` is a collective giving up after the process group's timeout (gloo raises
-    ``RuntimeError: ... Timed out waiting 5000ms for recv operation to complete``)."""
+def is_collective_timeout(err, phase):
+    """Whether ``err``, raised in ``phase``, is a collective giving up after the process group's
+    timeout (gloo: ``RuntimeError: ... Timed out waiting 5000ms for recv operation to complete``;
+    NCCL: ``... collective operation timeout``). Not for data loading, whose own ``timeout`` option
+    raises "DataLoader timed out"."""
     import torch.distributed as dist
+    text = str(err).lower()
     return (isinstance(err, RuntimeError) and dist.is_available() and dist.is_initialized()
-            and 'timed out' in str(err).lower())
+            and phase != 'data' and ('timed out' in text or 'timeout' in text))
 
 
 def interval_from_env(default=DEFAULT_INTERVAL_S):
