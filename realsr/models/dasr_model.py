@@ -207,24 +207,28 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
             step.log(loss_dict)
 
     @torch.no_grad()
-    def test(self):
+    def infer(self, lq):
         """net_p in eval mode gives the expert weights from the whole LQ; net_g_ema (or net_g) runs
-        with them, in tiles when ``val.tile`` is set (every tile with the whole image's weights)."""
+        with them, in tiles when ``val.tile`` is set (every tile with the whole image's weights).
+        Modes are restored after; no model state is read or written (see :meth:`SRModel.infer`)."""
         net_g, net_p = self.inference_net(), checkpoint.unwrap(self.net_p)
         modes = [(net, net.training) for net in (net_p, net_g)]
         for net, _ in modes:
             net.eval()
-        tile = self._tile_opt() or {}  # padded_forward conditions on the whole image, then tiles
-        self.output = padded_forward(PredictorConditionedNet(net_g, net_p), self.lq, 1, tile.get('tile_size', 0),
-                                     tile.get('tile_pad', 10))
-        for net, was_training in modes:
-            net.train(was_training)
+        try:
+            lq = lq.to(self.device, non_blocking=True)
+            tile = self._tile_opt() or {}  # padded_forward conditions on the whole image, then tiles
+            return padded_forward(PredictorConditionedNet(net_g, net_p), lq, 1, tile.get('tile_size', 0),
+                                  tile.get('tile_pad', 10))
+        finally:
+            for net, was_training in modes:
+                net.train(was_training)
 
-    def save(self, epoch, current_iter, extra_state=None):
+    def save(self, epoch, current_iter, extra_state=None, rank_state=None):
         self.save_network(self.net_p, 'net_p', current_iter)
         if getattr(self, 'net_d', None) is not None:
             self.save_network(self.net_d, 'net_d', current_iter)
-        super().save(epoch, current_iter, extra_state)  # net_g (+ EMA), then the training state
+        super().save(epoch, current_iter, extra_state, rank_state)  # net_g (+ EMA), then the training state
 
 
 @MODEL_REGISTRY.register()

@@ -31,7 +31,7 @@ from realsr.utils.tiling import flip_pad_to_next_multiple, pad_to_multiple as re
 
 
 class WindowPaddedTestMixin:
-    """``test()`` that pads to the network's window multiple, optionally tiles, and crops."""
+    """``infer()`` that pads to the network's window multiple, optionally tiles, and crops."""
 
     def _window_multiple(self, net):
         if hasattr(getattr(net, 'module', net), 'size_multiple'):
@@ -45,15 +45,19 @@ class WindowPaddedTestMixin:
         return mode
 
     @torch.no_grad()
-    def test(self):
+    def infer(self, lq):
         net = self.inference_net()
         was_training = net.training
         net.eval()
+        try:
+            return self._padded_forward(net, lq.to(self.device, non_blocking=True))
+        finally:
+            net.train(was_training)
+
+    def _padded_forward(self, net, lq):
         tile = self._tile_opt() or {}
-        self.output = padded_forward(net, self.lq, self._window_multiple(net), tile.get('tile_size', 0),
-                                     tile.get('tile_pad', 10), self._test_pad_mode())
-        if was_training:
-            net.train()
+        return padded_forward(net, lq, self._window_multiple(net), tile.get('tile_size', 0), tile.get('tile_pad', 10),
+                              self._test_pad_mode())
 
 
 @MODEL_REGISTRY.register()

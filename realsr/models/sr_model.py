@@ -13,7 +13,7 @@ from realsr.losses import build_loss
 from realsr.models.base_model import BaseModel
 from realsr.regularizers import build_regularizers
 from realsr.regularizers.base import Regularizer
-from realsr.regularizers.feature_alignment import simple_align_from_legacy_options
+from realsr.compat import simple_align_regularizers
 from realsr.registry import MODEL_REGISTRY
 from realsr.utils.tiling import padded_forward
 
@@ -41,8 +41,8 @@ class SRModel(BaseModel):
         bare = checkpoint.unwrap(self.net_g)
         self.regularizers = list(getattr(bare, 'regularizers', [])) + build_regularizers(
             self.opt.get('regularizers'), bare)
-        # Simple-Align's own files switch it on by name ('reg' in name and dataset name) + `weight`
-        self.regularizers += build_regularizers(simple_align_from_legacy_options(self.opt), bare)
+        # Simple-Align's own files switch it on by name (realsr.compat)
+        self.regularizers += build_regularizers(simple_align_regularizers(self.opt), bare)
         for reg in self.regularizers:
             logger.info('Regularizer: %s at %s', reg, ', '.join(f'{name}:{side}' for _, name, side in reg.attached))
         self.num_views = max([reg.num_views for reg in self.regularizers], default=1)
@@ -170,14 +170,24 @@ class SRModel(BaseModel):
         return self.net_g_ema if self.net_g_ema is not None else checkpoint.unwrap(self.net_g)
 
     @torch.no_grad()
-    def test(self):
+    def infer(self, lq):
+        """The super-resolved ``lq`` (NCHW in [0, 1], any device) on the model's device: the
+        inference net in eval mode (its mode restored after), tiled when ``val.tile`` is set. The
+        one way validation, realsr-test and tools run a model: it reads no ``is_train`` and leaves
+        ``self.lq``/``self.gt``/``self.output`` as they are."""
         net = self.inference_net()
         was_training = net.training
         net.eval()
-        tile = self._tile_opt() or {}
-        self.output = padded_forward(net, self.lq, 1, tile.get('tile_size', 0), tile.get('tile_pad', 10))
-        if was_training:
-            net.train()
+        try:
+            lq = lq.to(self.device, non_blocking=True)
+            tile = self._tile_opt() or {}
+            return padded_forward(net, lq, 1, tile.get('tile_size', 0), tile.get('tile_pad', 10))
+        finally:
+            net.train(was_training)
+
+    def test(self):
+        """BasicSR's ``test()``: :meth:`infer` on the fed ``self.lq`` into ``self.output``."""
+        self.output = self.infer(self.lq)
 
     def get_current_visuals(self):
         out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())
@@ -185,9 +195,9 @@ class SRModel(BaseModel):
             out['gt'] = self.gt.detach().cpu()
         return out
 
-    def save(self, epoch, current_iter, extra_state=None):
+    def save(self, epoch, current_iter, extra_state=None, rank_state=None):
         if self.net_g_ema is not None:
             self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, ['params', 'params_ema'])
         else:
             self.save_network(self.net_g, 'net_g', current_iter)
-        self.save_training_state(epoch, current_iter, extra_state)
+        self.save_training_state(epoch, current_iter, extra_state, rank_state)
