@@ -27,6 +27,7 @@ from realsr.runtime.dist import barrier, dist_timeout, get_dist_info
 from realsr.runtime.logger import MessageLogger, close_file_handlers, get_root_logger, init_tb_logger
 from realsr.runtime.preemption import StopRequest, TrainingStopped
 from realsr.runtime.rng import capture_rng_state, restore_rng_state
+from realsr.runtime.wandb_logger import init_wandb_logger
 from realsr.runtime.watchdog import (CollectiveTimeout, Watchdog, describe_phase, is_collective_timeout,
                                      timeout_message)
 from realsr.models import build_model
@@ -118,6 +119,9 @@ def _validate_all(validator, model, val_loaders, current_iter, save_img):
     """Every rank validates its share of each set; the gather inside is where the ranks meet again."""
     with cudnn_autotune(False):
         validator.validate_all(model, val_loaders, current_iter, save_img)  # keeps the RNG states
+    for sink in validator.scalar_sinks:  # wandb also takes the images just saved
+        if save_img and hasattr(sink, 'log_validation_images'):
+            sink.log_validation_images(validator.opt['path']['visualization'], current_iter)
 
 
 def train_pipeline(root_path, argv=None):
@@ -142,10 +146,11 @@ def train_pipeline(root_path, argv=None):
     tb_logger = None
     if opt['logger'].get('use_tb_logger') and not compat.is_debug_run(opt) and rank == 0:
         tb_logger = init_tb_logger(os.path.join(root_path, 'tb_logger', opt['name']))
+    wandb_logger = init_wandb_logger(opt)  # None unless logger.wandb.project is set (rank 0)
 
     train_loader, train_sampler, val_loaders = create_train_val_dataloaders(opt, logger)
     model = build_model(opt)
-    validator = Validator(opt, [tb_logger])
+    validator = Validator(opt, [tb_logger, wandb_logger])
 
     epoch, current_iter, batches_done = 0, 0, 0
     if resume_state is not None:
@@ -169,7 +174,7 @@ def train_pipeline(root_path, argv=None):
     batch_size = train_loader.batch_size
     accum_iter = model.train_step.accum_iter
     prefetcher = make_prefetcher(train_loader, train_opt, model.device)
-    msg_logger = MessageLogger(opt, current_iter, tb_logger, model.device)
+    msg_logger = MessageLogger(opt, current_iter, tb_logger, model.device, wandb_logger=wandb_logger)
     kill_after = int(os.environ.get(_KILL_AFTER_ITER_ENV, 0))
     compiled = model.compile_nets
 
@@ -284,7 +289,8 @@ def train_pipeline(root_path, argv=None):
     if val_opt is not None and val_loaders:
         with explain_out_of_memory(opt, 'validation'):
             _validate_all(validator, model, val_loaders, current_iter, val_opt.get('save_img', False))
-    if tb_logger is not None:
-        tb_logger.close()
+    for sink in (tb_logger, wandb_logger):
+        if sink is not None:
+            sink.close()
     close_file_handlers()
     return model

@@ -98,19 +98,21 @@ def init_tb_logger(log_dir):
 
 
 class MessageLogger:
-    """Formats the periodic training line and writes the scalars to tensorboard.
+    """Formats the periodic training line and writes the scalars to tensorboard and wandb (the same
+    tags and values to both; ``wandb_logger``: a :class:`realsr.runtime.wandb_logger.WandbLogger`).
 
     ``[name..][epoch:  1, iter:     200, lr:(2.000e-04,)] [eta: 0:01:10, time (data): 0.105 (0.002),
     9.52 it/s, peak mem: 812 MB] l_pix: 1.2345e-02``
     """
 
-    def __init__(self, opt, start_iter=0, tb_logger=None, device=None):
+    def __init__(self, opt, start_iter=0, tb_logger=None, device=None, wandb_logger=None):
         self.exp_name = str(opt['name'])
         self.debug_run = compat.is_debug_run(opt)  # BasicSR: no tensorboard scalars in debug runs
         self.interval = opt['logger']['print_freq']
         self.max_iters = opt['train']['total_iter']
         self.use_tb_logger = opt['logger'].get('use_tb_logger', False)
         self.tb_logger = tb_logger
+        self.wandb_logger = wandb_logger
         self.device = device
         self.start_iter = start_iter
         self.start_time = time.time()
@@ -142,10 +144,14 @@ class MessageLogger:
                 speed, rate = '', ''
             message += (f'[{speed}time (data): {iter_time:.3f} ({data_time:.3f}){rate}, '
                         f'peak mem: {peak_memory_mb(self.device):.0f} MB] ')
+        scalars = {}
         for k, v in log_vars.items():
             message += f'{k}: {v:.4e} '
-            if self.use_tb_logger and self.tb_logger is not None and not self.debug_run:
-                self.tb_logger.add_scalar(f'losses/{k}' if k.startswith('l_') else k, v, current_iter)
-        if self.use_tb_logger and self.tb_logger is not None:
-            self.tb_logger.add_scalar('lr', lrs[0], current_iter)
+            if not self.debug_run:
+                scalars[f'losses/{k}' if k.startswith('l_') else k] = v
+        scalars['lr'] = lrs[0]
+        sinks = ([self.tb_logger] if self.use_tb_logger else []) + [self.wandb_logger]
+        for sink in (s for s in sinks if s is not None):
+            for tag, value in scalars.items():
+                sink.add_scalar(tag, value, current_iter)
         self.logger.info(message.rstrip())
