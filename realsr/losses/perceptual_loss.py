@@ -38,6 +38,12 @@ class PerceptualLoss(nn.Module):
     """
 
     @staticmethod
+    def option_json_schema():
+        """Editor-schema refinements of the arguments (realsr-options schema): the layer names."""
+        names = sorted({n for t in VGG_TYPES for n in vgg_layer_names(t)})
+        return {'layer_weights': {'type': 'object', 'propertyNames': {'enum': names}}}
+
+    @staticmethod
     def option_problems(path, layer_weights=None, vgg_type='vgg19', criterion='l1', **_):
         """Problems of these arguments, found by the option checker before any network is built."""
         if vgg_type not in VGG_TYPES:
