@@ -41,8 +41,8 @@ setup(
     },
     entry_points={
         'console_scripts': [
-            'realsr-train=realsr.train:main',
-            'realsr-test=realsr.test:main',
+            'realsr-train=realsr.train:console_main',
+            'realsr-test=realsr.test:console_main',
             'realsr-infer=realsr.infer:main',
             'realsr-options=realsr.option_tool:main',
         ],

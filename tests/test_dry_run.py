@@ -311,3 +311,15 @@ def test_command_line_exit_status(tmp_path):
                           timeout=300)
     assert proc.returncode == 2 and "'train.total_itr'" in proc.stderr, proc.stderr[-3000:]
     assert _listing(str(tmp_path)) == before
+
+
+@pytest.mark.parametrize('cli', ['train', 'test'])
+def test_console_scripts_exit_0_after_a_run(cli, monkeypatch):
+    """setup.py's realsr-train/realsr-test call sys.exit(console_main()): main returns the model or
+    the results, which sys.exit would print and turn into status 1."""
+    import importlib
+    module = importlib.import_module(f'realsr.{cli}')
+    monkeypatch.setattr(module, 'main', lambda argv=None: object())
+    assert module.console_main() == 0
+    with open(REPO_ROOT / 'setup.py', encoding='utf-8') as f:
+        assert f"'realsr-{cli}=realsr.{cli}:console_main'" in f.read()
