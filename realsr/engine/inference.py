@@ -92,13 +92,16 @@ def network_options(args):
         args.predictor_opt = opt.get('network_p')
         args.predictor = args.predictor or path_opt.get('pretrain_network_p')
     else:
-        if not args.arch:
-            raise InferenceError('give --opt <test option file> or --arch <name> --model <file>')
-        net_opt = {'type': args.arch}
+        if not args.arch and not args.model:
+            raise InferenceError('give --model <file> (its arch is detected), --arch <name> --model <file>, '
+                                 'or --opt <test option file>')
+        if not args.arch and args.net_opt:
+            raise InferenceError('--net-opt needs --arch (without it the arguments come from the checkpoint)')
+        net_opt = {'type': args.arch} if args.arch else None  # None: detect it from the checkpoint
         model, param_key, strict, scale = args.model, 'params_ema', True, None
     if args.arch and args.opt:
         net_opt['type'] = args.arch
-    for entry in args.net_opt or []:
+    for entry in args.net_opt if net_opt is not None else []:
         if '=' not in entry:
             raise InferenceError(f'--net-opt {entry!r} must look like key=value')
         key, value = (s.strip() for s in entry.split('=', 1))
@@ -111,7 +114,10 @@ def network_options(args):
 
 
 def build_model(net_opt, model_path, param_key='params_ema', strict=True):
-    """Build the arch and load the checkpoint; errors become :class:`InferenceError`."""
+    """Build the arch and load the checkpoint; errors become :class:`InferenceError`. Without
+    ``net_opt`` the arch comes from the checkpoint (:mod:`realsr.engine.auto_model`)."""
+    if net_opt is None:
+        return _build_detected(model_path, param_key)
     name = net_opt['type']
     try:
         cls = ARCH_REGISTRY.get(name)
@@ -137,6 +143,19 @@ def build_model(net_opt, model_path, param_key='params_ema', strict=True):
     except (RuntimeError, KeyError) as err:
         raise InferenceError(err.args[0] if err.args else str(err)) from None
     net.eval()
+    return net
+
+
+def _build_detected(model_path, param_key):
+    from realsr.engine.auto_model import ModelNotRecognised, describe, load_auto
+    if not os.path.isfile(model_path):
+        raise InferenceError(f'model file {model_path!r} does not exist')
+    try:
+        net, net_opt, how = load_auto(model_path, param_key)
+    except (ModelNotRecognised, RuntimeError, KeyError) as err:
+        raise InferenceError(err.args[0] if err.args else str(err)) from None
+    print(f'realsr-infer: {os.path.basename(model_path)}: {describe(net_opt) if net_opt else how}'
+          + (f' ({how})' if net_opt else ''), file=sys.stderr)
     return net
 
 
@@ -274,11 +293,12 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog='realsr-infer',
         description='Upscale image files with a trained network: '
-                    '-i <file-or-dir> -o <dir> (--opt <test yml> | --arch <name> --model <pth>).')
+                    '-i <file-or-dir> -o <dir> (--opt <test yml> | [--arch <name>] --model <.pth or .safetensors>).')
     p.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
     p.add_argument('-o', '--output', required=True, help='output folder')
     p.add_argument('--opt', '-opt', help='test option file (network_g, path.pretrain_network_g, path.param_key_g)')
-    p.add_argument('--arch', help='a registered arch name (with --model); overrides network_g.type with --opt')
+    p.add_argument('--arch', help='a registered arch name (with --model); overrides network_g.type with --opt; '
+                                  'without --arch and --opt the arch is detected from the checkpoint')
     p.add_argument('--model', help='checkpoint (.pth); overrides path.pretrain_network_g with --opt')
     p.add_argument('--net-opt', action='append', metavar='KEY=VALUE',
                    help='arch constructor argument (YAML value), repeatable, e.g. --net-opt num_block=23')
@@ -346,7 +366,8 @@ def run(args):
     prec = {torch.float16: 'fp16', torch.bfloat16: 'bf16'}.get(dtype, 'fp32')
     tiling = f'tile {args.tile} pad {args.tile_pad}' if args.tile else 'no tiling'
     print(f'realsr-infer: {len(written)} written, {len(failed)} failed, {len(skipped)} skipped -> '
-          f'{args.output} ({net_opt["type"]}, {device} {prec}, {tiling})')
+          f'{args.output} ({net_opt["type"] if net_opt else getattr(net, "arch_name", type(net).__name__)}, '
+          f'{device} {prec}, {tiling})')
     for path in failed:
         print(f'realsr-infer: failed: {path}', file=sys.stderr)
     return 1 if failed else 0
