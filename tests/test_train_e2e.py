@@ -155,6 +155,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     folders = write_pair_folders(tmp_path / 'data', n_train=8)
     opt = train_options(folders, 'ddp', **{'datasets.train.batch_size_per_gpu': 2, 'train.total_iter': 6,
                                            'datasets.train.num_worker_per_gpu': 0, 'val.val_freq': 3})
+    opt['dist_params'] = {'backend': 'gloo'}  # honoured under torchrun too (was read for Slurm only)
     opt_file = write_yaml(tmp_path / 'ddp.yml', opt)
     dump = tmp_path / 'dump_weights.py'
     dump.write_text(
