@@ -162,3 +162,45 @@ def test_validating_a_file_imports_no_opencv():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '[]', out.stdout
+
+
+def _point_paths_at(opt, tmp_path):
+    """Data folders, meta-info files and pretrained weights of a file pointed at temporary ones."""
+    folder, file = tmp_path / 'data', tmp_path / 'file.txt'
+    folder.mkdir(exist_ok=True)
+    file.write_text('x\n')
+    for ds in (opt.get('datasets') or {}).values():
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            if ds.get(key) is not None:
+                ds[key] = str(folder)
+        for key in ('meta_info', 'meta_info_file'):
+            if ds.get(key) is not None:
+                ds[key] = str(file)
+    grids = opt.get('datasets_grid') or []
+    for grid in [grids] if isinstance(grids, dict) else grids:
+        grid.update({k: str(folder) for k in ('dataroot_gt', 'dataroot_lq') if grid.get(k) is not None})
+    for key, value in (opt.get('path') or {}).items():
+        if key.startswith('pretrain_network_') and value is not None:
+            opt['path'][key] = str(file)
+        if key == 'resume_state' and value is not None:
+            opt['path'][key] = str(file)
+    return opt
+
+
+def test_every_shipped_and_seed_file_passes_with_its_paths(tmp_path, seed_options_dir):
+    import glob
+    files = sorted(glob.glob(os.path.join(REPO_ROOT, 'options', '*', '*.yml')) +
+                   glob.glob(str(seed_options_dir / '*' / '*.yml')))
+    for path in files:
+        opt = _point_paths_at(_load(path), tmp_path)
+        is_train = os.sep + 'train' + os.sep in path or os.path.basename(path).startswith('train')
+        validate_options(opt, is_train=is_train, check_paths=True, source=path)
+        missing = copy.deepcopy(opt)
+        ds = next((d for d in (missing.get('datasets') or {}).values() if d.get('dataroot_gt') or d.get('dataroot_lq')),
+                  None)
+        if ds is None:
+            continue  # a datasets_grid file: its folders come from the grid
+        key = 'dataroot_gt' if ds.get('dataroot_gt') else 'dataroot_lq'
+        ds[key] = str(tmp_path / 'absent')
+        with pytest.raises(OptionError, match='does not exist'):
+            validate_options(missing, is_train=is_train, check_paths=True)
