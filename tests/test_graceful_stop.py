@@ -212,7 +212,7 @@ def test_ddp_sigterm_to_one_rank_stops_both_at_one_iteration(tmp_path):
     assert code != 0, log[-3000:]  # torchrun reports its workers' exit status 143 as a failure
     stopped = _stopped_iter(log)
     assert 2 <= stopped < 10, log[-3000:]
-    assert 'exitcode  : 143' in log or 'exit code 143' in log or '143' in log
+    assert re.search(r'exitcode\s*:\s*143', log), log[-3000:]  # torchrun's failure report of the ranks
     states = tmp_path / 'experiments' / 'stop' / 'training_states'
     assert sorted(p.name for p in states.iterdir()) == [f'{stopped}.rank1.state', f'{stopped}.state'], log
 

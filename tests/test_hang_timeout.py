@@ -44,6 +44,8 @@ def test_watchdog_reports_a_stalled_phase_and_where():
             time.sleep(1.5)  # longer than the interval and far longer than usual
         with watchdog.phase('step'):
             time.sleep(0.1)  # shorter than the interval: not a stall
+        with watchdog.phase('validation'):
+            time.sleep(1.0)  # its first run: no usual duration, a stall only after ten intervals
     messages = [r.getMessage() for r in records]
     assert messages and all('rank 0 has been in the data loader for' in m for m in messages), messages
     assert records[0].levelno == logging.WARNING and 'usually 0.00 s' in messages[0]

@@ -6,7 +6,8 @@ The training loop names its phase (``'data'``, ``'step'``, ``'collective:<name>'
 few attribute writes, no host-device sync. The thread wakes about once a second and
 
 - logs a warning, then again every ``interval`` seconds while it lasts, when the current phase has
-  lasted longer than ``interval`` and several times longer than it usually takes;
+  lasted longer than ``interval`` and several times longer than it usually takes (ten intervals
+  the first time a phase runs: a first validation or compiled step has no usual duration);
 - in a distributed run, when a phase that waits for the other ranks (a collective, the training
   step's gradient all-reduce, the save's barrier) lasts ``dist_params.timeout`` plus a grace
   period (the collective should have raised by then), logs an error naming the option and ends
@@ -24,8 +25,10 @@ import time
 INTERVAL_ENV = 'REALSR_WATCHDOG_INTERVAL'
 DEFAULT_INTERVAL_S = 60.0
 TIMEOUT_EXIT_STATUS = 6
-# A phase counts as stalled when it lasts this many times its usual (running mean) duration.
+# A phase counts as stalled when it lasts this many times its usual (running mean) duration,
+# and, the first time a phase runs (a first validation, a first compiled step), this many intervals.
 _STALL_FACTOR = 5.0
+_FIRST_TIME_INTERVALS = 10
 
 
 def timeout_message(timeout_s, where):
@@ -128,7 +131,10 @@ class Watchdog:
             self._abort(name, waited)
             return
         usual = self._usual.get(name)
-        stalled = waited > self.interval and (usual is None or waited > _STALL_FACTOR * usual)
+        if usual is None:
+            stalled = waited > _FIRST_TIME_INTERVALS * self.interval
+        else:
+            stalled = waited > self.interval and waited > _STALL_FACTOR * usual
         if stalled and now - (self._warned_at or since) >= self.interval:
             self._warned_at = now
             self.stalls.append((name, waited))
