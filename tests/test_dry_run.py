@@ -323,3 +323,28 @@ def test_console_scripts_exit_0_after_a_run(cli, monkeypatch):
     assert module.console_main() == 0
     with open(REPO_ROOT / 'setup.py', encoding='utf-8') as f:
         assert f"'realsr-{cli}=realsr.{cli}:console_main'" in f.read()
+
+
+def test_damaged_resume_state_exits_2_naming_it(tmp_path, monkeypatch, capsys, pair_folders):
+    state = tmp_path / 'cut.state'
+    state.write_bytes(b'PK\x03\x04 not a whole checkpoint')
+    opt = train_options(pair_folders, 'bad', **{'path.resume_state': str(state)})
+    err = _bad(opt, tmp_path, monkeypatch, capsys)
+    assert "'path.resume_state'" in err and 'cut.state' in err
+
+
+def test_auto_resume_says_which_state(tmp_path, monkeypatch, capsys, pair_folders):
+    exp = tmp_path / 'experiments' / 'again'
+    (exp / 'training_states').mkdir(parents=True)
+    (exp / 'models').mkdir()
+    torch.save({'iter': 4, 'epoch': 1}, exp / 'training_states' / '4.state')
+    _small_net_weights(exp / 'models' / 'net_g_4.pth')
+    from realsr import train as train_cli
+    monkeypatch.chdir(tmp_path)
+    before = _listing(str(tmp_path))
+    opt_file = str(exp.parent.parent / 'again.yml')
+    write_yaml(tmp_path / 'again.yml', train_options(pair_folders, 'again'))
+    assert train_cli.main(['-opt', opt_file, '--dry_run', '--auto_resume']) is None
+    out = capsys.readouterr().out
+    assert f"--auto_resume: would resume from {exp / 'training_states' / '4.state'} (iteration 4)" in out
+    assert _listing(str(tmp_path)) == before | {opt_file}  # no archive of the experiment, no log

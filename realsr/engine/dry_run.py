@@ -3,8 +3,8 @@
 What a login node can tell before a cluster job starts: the options (already validated by
 ``parse_options``), every dataset built (folders, file counts, GT/LQ pairing, every listed file
 present), every network built with its registry arguments, pretrained files read and their keys
-and shapes compared under the file's ``strict_load_*``, regularizer sites, perceptual-loss VGG
-weights, and the distributed backend. Prints the resolved options with their defaults and exits 0,
+and shapes compared under the file's ``strict_load_*``, the training state a resume would load,
+regularizer sites, perceptual-loss VGG weights, and the distributed backend. Prints the resolved options with their defaults and exits 0,
 or raises :class:`OptionError` listing every problem (exit 2). Writes nothing: networks are built on
 the ``meta`` device (no memory for weights, no time for their initialisation), and a default dataset that
 would be written on first use lives in a temporary folder removed here.
@@ -31,6 +31,7 @@ def run_dry_run(opt, args, is_train):
         nets = _check_networks(opt, problems, notes)
         _check_pretrained(opt, nets, problems, notes)
         if is_train:
+            _check_resume(opt, problems, notes)
             _check_regularizers(opt, nets.get('network_g'), problems, notes)
             _check_losses(opt, problems, notes)
         _check_launch(opt, args, problems, notes)
@@ -196,6 +197,27 @@ def _check_pretrained(opt, nets, problems, notes):
             continue
         loaded = len(set(state) & set(expected)) - len(mismatched)
         notes.append(f'{where}: {loaded}/{len(expected)} tensors would load [{param_key}]')
+
+
+def _check_resume(opt, problems, notes):
+    """The training state a run would resume from (``--auto_resume``: the latest one of this
+    experiment; else ``path.resume_state``) is read, so a damaged one shows up now."""
+    from realsr.runtime import checkpoint
+    path_opt = opt.get('path') or {}
+    where, state_path = 'path.resume_state', path_opt.get('resume_state')
+    if opt.get('auto_resume'):
+        latest = checkpoint.find_latest_state(path_opt['training_states'], path_opt['models'])
+        if latest is None and state_path is None:
+            notes.append(f"--auto_resume: no training state in {path_opt['training_states']}; would start from scratch")
+        where, state_path = ('--auto_resume', latest) if latest is not None else (where, state_path)
+    if state_path is None:
+        return
+    try:
+        state = checkpoint.load_training_state(state_path)
+    except Exception as err:
+        problems.append(f"'{where}': {err}")
+        return
+    notes.append(f"{where}: would resume from {state_path} (iteration {state.get('iter')})")
 
 
 def _check_regularizers(opt, net_g, problems, notes):
