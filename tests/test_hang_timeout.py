@@ -133,3 +133,22 @@ def test_a_frozen_rank_ends_the_job_within_the_timeout(tmp_path):
     assert took < 2 * timeout + 10, took
     ends = [line for line in log.splitlines() if line.startswith('realsr: ')]
     assert len(ends) == 1 and 'dist_params.timeout = 4 s' in ends[0] and 'rank 0' in ends[0], log[-3000:]
+
+
+def test_watchdog_ends_the_process_when_a_collective_never_returns():
+    """A collective that does not raise by itself (simulated by a sleep) is ended by the watchdog
+    after the timeout plus its grace, with exit status 6 and the option named."""
+    from conftest import REPO_ROOT
+    script = ('import sys, time\n'
+              f'sys.path.insert(0, {str(REPO_ROOT)!r})\n'
+              'from realsr.runtime.watchdog import Watchdog\n'
+              'with Watchdog(interval=60, timeout=1, rank=1) as watchdog, watchdog.phase("collective:barrier"):\n'
+              '    time.sleep(30)\n'
+              'print("not ended")\n')
+    start = time.time()
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=60)
+    took = time.time() - start
+    assert proc.returncode == 6, proc.stderr
+    assert "rank 1: the collective 'barrier'" in proc.stderr and 'dist_params.timeout = 1 s' in proc.stderr
+    assert 'not ended' not in proc.stdout
+    assert took < 20, took  # 1 s timeout + 2 s grace + the interpreter's start (imports torch)
