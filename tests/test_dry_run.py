@@ -13,7 +13,7 @@ import yaml
 
 from conftest import REPO_ROOT, fake_vgg19_weights, write_pair_folders
 from realsr.utils.yaml_util import yaml_load
-from test_train_e2e import train_options, write_yaml
+from test_train_e2e import set_dotted, train_options, write_yaml
 
 # -- pointing a file's paths at tiny temporary data ------------------------------------------------
 def _write_images(folder, names, size):
@@ -348,3 +348,31 @@ def test_auto_resume_says_which_state(tmp_path, monkeypatch, capsys, pair_folder
     out = capsys.readouterr().out
     assert f"--auto_resume: would resume from {exp / 'training_states' / '4.state'} (iteration 4)" in out
     assert _listing(str(tmp_path)) == before | {opt_file}  # no archive of the experiment, no log
+
+
+def _drop(opt, dotted):
+    *parents, last = dotted.split('.')
+    node = opt
+    for key in parents:
+        node = node[key]
+    del node[last]
+    return opt
+
+
+@pytest.mark.parametrize('change, key', [
+    (lambda o: set_dotted(o, {'train.optim_g.lr': '2e-4x'}), "'train.optim_g.lr'"),
+    (lambda o: set_dotted(o, {'val.val_freq': 0}), "'val.val_freq'"),
+    (lambda o: set_dotted(o, {'train.total_iter': 0}), "'train.total_iter'"),
+    (lambda o: set_dotted(o, {'train.total_iter': -5}), "'train.total_iter'"),
+    (lambda o: set_dotted(o, {'datasets.train.gt_size': 30}), "'datasets.train.gt_size'"),
+    (lambda o: _drop(o, 'val.metrics.ssim.crop_border'), "'val.metrics.ssim'"),
+    (lambda o: _drop(o, 'val.val_freq'), "'val.val_freq'"),
+    (lambda o: o['train'].update(pixle_opt=o['train'].pop('pixel_opt')), "'train.pixle_opt'"),
+    (lambda o: o.update(network_g={'type': 'SwinIR', 'upscale': 4, 'windw_size': 8}), "'network_g.windw_size'"),
+], ids=['lr', 'val_freq', 'total_iter_0', 'total_iter_neg', 'gt_size', 'crop_border', 'no_val_freq', 'pixle_opt',
+        'windw_size'])
+def test_the_issues_bad_values_exit_2_naming_the_key(change, key, tmp_path, monkeypatch, capsys, pair_folders):
+    """The values of issue 13 that used to fail hours into a run (or never)."""
+    opt = train_options(pair_folders, 'bad')
+    change(opt)
+    assert key in _bad(opt, tmp_path, monkeypatch, capsys)
