@@ -4,10 +4,11 @@ What a login node can tell before a cluster job starts: the options (already val
 ``parse_options``), every dataset built (folders, file counts, GT/LQ pairing, every listed file
 present), every network built with its registry arguments, pretrained files read and their keys
 and shapes compared under the file's ``strict_load_*``, the training state a resume would load,
-regularizer sites, perceptual-loss VGG weights, and the distributed backend. Prints the resolved options with their defaults and exits 0,
-or raises :class:`OptionError` listing every problem (exit 2). Writes nothing: networks are built on
-the ``meta`` device (no memory for weights, no time for their initialisation), and a default dataset that
-would be written on first use lives in a temporary folder removed here.
+regularizer sites, perceptual-loss VGG weights, and the distributed backend. Prints the resolved
+options with their defaults and exits 0, or raises :class:`OptionError` listing every problem
+(exit 2). Writes nothing: network parameters live on the ``meta`` device (no memory for weights,
+no time for their initialisation), and a default dataset that would be written on first use lives
+in a temporary folder removed here.
 """
 import contextlib
 import os
