@@ -68,7 +68,7 @@ DEGRADATION_TOP = (
     Option('per_sample', 'bool', None, 'draw every degradation choice per sample instead of per batch'),
     Option('degree_list', 'list', None, "DASR's degradation spaces (weak/standard/severe names)"),
     Option('degree_prob', 'list', None, "DASR's probability of each space"),
-    Option('num_networks', 'int', None, "DASR's number of experts (read by its reference; ours: network_g)"),
+    Option('num_networks', 'int', None, "DASR's number of experts; must equal network_g.num_models", minimum=1),
 )
 
 # -- the top level ------------------------------------------------------------------------------

@@ -315,6 +315,7 @@ class _Checker:
         if isinstance(opt.get('regularizers'), list):
             self.regularizers(opt['regularizers'])
         self.patch_sizes()
+        self.expert_count()
         return self.problems
 
     def datasets_grid(self, opt):
@@ -506,6 +507,18 @@ class _Checker:
         for p in required:
             if p not in ('img', 'img2') and p not in mopt:
                 self.add(f"'{path}' is missing the required key '{p}' of {name} (e.g. {p}: 4 at x4)")
+
+    def expert_count(self):
+        """DASR's top-level ``num_networks`` is the expert count its networks are built with here
+        from their own arguments: all must agree."""
+        count = self.opt.get('num_networks')
+        if not _is_int(count):
+            return
+        for path, key in (('network_g', 'num_models'), ('network_p', 'num_networks')):
+            net = self.opt.get(path)
+            if isinstance(net, dict) and _is_int(net.get(key)) and net[key] != count:
+                self.add(f"'num_networks' ({count}) and '{path}.{key}' ({net[key]}) differ: DASR's expert count "
+                         'is one number')
 
     def patch_sizes(self):
         """``gt_size`` a multiple of ``scale``; with on-the-fly degradation, no larger than the crops

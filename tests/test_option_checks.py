@@ -56,6 +56,7 @@ _DELETE = object()
     (SR_FILE, 'datasets.train.gt_size', 30, "'datasets.train.gt_size' (30) must be a multiple of scale (4)"),
     (ON_THE_FLY_FILE, 'gt_size', 30, "'gt_size' (30) must be a multiple of scale (4)"),
     (ON_THE_FLY_FILE, 'datasets.train.crop_pad_size', 48, "'datasets.train.crop_pad_size' (48) is too small"),
+    (DASR_FILE, 'num_networks', 3, "'num_networks' (3) and 'network_g.num_models' (5) differ"),
     (ON_THE_FLY_FILE, 'gt_size', 1024, "'gt_size' (1024) is larger than 'datasets.train.crop_pad_size'"),
     (SR_FILE, 'val.metrics.psnr.crop_border', _DELETE,
      "'val.metrics.psnr' is missing the required key 'crop_border' of calculate_psnr"),
