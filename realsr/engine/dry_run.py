@@ -15,7 +15,6 @@ import os
 import shutil
 
 import torch
-import yaml
 
 from realsr import compat
 from realsr.option_schema import OptionError
@@ -28,7 +27,7 @@ def run_dry_run(opt, args, is_train):
     """The dry run after ``parse_options(..., argv with --dry_run)``; returns ``None`` (exit 0)."""
     try:
         problems, notes = [], []
-        datasets = _check_datasets(opt, problems, notes, is_train)
+        _check_datasets(opt, problems, notes, is_train)
         nets = _check_networks(opt, problems, notes)
         _check_pretrained(opt, nets, problems, notes)
         if is_train:
@@ -36,7 +35,6 @@ def run_dry_run(opt, args, is_train):
             _check_regularizers(opt, nets.get('network_g'), problems, notes)
             _check_losses(opt, problems, notes)
         _check_launch(opt, args, problems, notes)
-        del datasets
         for (key, path_key), original in getattr(args, 'dry_run_moved', {}).items():
             opt['datasets'][key][path_key] = original
             notes.append(f"datasets.{key}.{path_key}: {original} does not exist; the embedded default photos "
@@ -55,12 +53,9 @@ def run_dry_run(opt, args, is_train):
 
 
 def _resolved_text(opt):
-    """The resolved options as YAML (the options module's formatter when it has one)."""
-    from realsr import options
-    formatter = getattr(options, 'format_resolved_options', None)
-    if formatter is not None:
-        return formatter(opt)
-    return yaml.safe_dump(opt, sort_keys=False, default_flow_style=None)
+    """The resolved options as YAML, every default filled in."""
+    from realsr.options import format_resolved_options
+    return format_resolved_options(opt)
 
 
 # -- datasets ---------------------------------------------------------------------------------
@@ -75,7 +70,6 @@ def _listed_files(dataset):
 
 def _check_datasets(opt, problems, notes, is_train):
     from realsr.data import build_dataset
-    built = {}
     for key, ds_opt in (opt.get('datasets') or {}).items():
         where = f'datasets.{key}'
         try:
@@ -83,7 +77,6 @@ def _check_datasets(opt, problems, notes, is_train):
         except Exception as err:  # each dataset names its folder/file in the message
             problems.append(f"'{where}': {err}")
             continue
-        built[key] = dataset
         count = len(dataset)
         if count == 0:
             problems.append(f"'{where}': the dataset {ds_opt.get('name')!r} holds no images")
@@ -100,7 +93,6 @@ def _check_datasets(opt, problems, notes, is_train):
             if per_epoch < batch:
                 problems.append(f"'{where}.batch_size_per_gpu': {batch} is more than the {per_epoch} sample(s) "
                                 'of an epoch; add images or raise dataset_enlarge_ratio')
-    return built
 
 
 # -- networks and their pretrained files ------------------------------------------------------------
