@@ -166,7 +166,7 @@ def train_pipeline(root_path, argv=None):
         logger.info('Resuming training from epoch: %d, iter: %d.', epoch, current_iter)
 
     total_iters = int(opt['train']['total_iter'])
-    warmup_iter = opt['train'].get('warmup_iter', -1)
+    warmup_iter = opt['train']['warmup_iter']  # defaults filled from realsr/option_defs.py
     print_freq = opt['logger']['print_freq']
     save_freq = opt['logger']['save_checkpoint_freq']
     val_opt = opt.get('val')
@@ -258,7 +258,7 @@ def train_pipeline(root_path, argv=None):
                     os.kill(os.getpid(), signal.SIGKILL)
             if val_opt is not None and val_loaders and current_iter % val_opt['val_freq'] == 0:
                 with watchdog.phase('validation'), explain_out_of_memory(opt, 'validation'):
-                    _validate_all(validator, model, val_loaders, current_iter, val_opt.get('save_img', False))
+                    _validate_all(validator, model, val_loaders, current_iter, val_opt['save_img'])
             with watchdog.phase('collective:stop_flag'):  # every rank stops at the same iteration
                 stop_signal = stop.agreed(opt['world_size'], model.device)
             if stop_signal:
@@ -288,7 +288,7 @@ def train_pipeline(root_path, argv=None):
     model.save(epoch=-1, current_iter=-1)
     if val_opt is not None and val_loaders:
         with explain_out_of_memory(opt, 'validation'):
-            _validate_all(validator, model, val_loaders, current_iter, val_opt.get('save_img', False))
+            _validate_all(validator, model, val_loaders, current_iter, val_opt['save_img'])
     for sink in (tb_logger, wandb_logger):
         if sink is not None:
             sink.close()
