@@ -110,7 +110,7 @@ class MessageLogger:
         self.debug_run = compat.is_debug_run(opt)  # BasicSR: no tensorboard scalars in debug runs
         self.interval = opt['logger']['print_freq']
         self.max_iters = opt['train']['total_iter']
-        self.use_tb_logger = opt['logger'].get('use_tb_logger', False)
+        self.use_tb_logger = opt['logger']['use_tb_logger']  # its default is filled from realsr/option_defs.py
         self.tb_logger = tb_logger
         self.wandb_logger = wandb_logger
         self.device = device
