@@ -43,17 +43,17 @@ def find_auto_resume_state(opt):
     return broadcast_object(found)
 
 
-def _spec_differences(key, saved, current):
-    """Lines saying how ``network_<x>`` of the state differs from the option file's."""
-    if saved.get('type') != current.get('type'):
-        return [f"{key}.type: {saved.get('type')} in the state, {current.get('type')} in the option file"]
+def _arg_differences(key, saved, current):
+    """Lines naming the arguments of ``network_<x>`` that differ between the state and the option file."""
     return [f'{key}.{arg}: {saved.get(arg)!r} in the state, {current.get(arg)!r} in the option file'
             for arg in sorted(set(saved) | set(current), key=str) if saved.get(arg) != current.get(arg)]
 
 
 def check_state_fits(state, opt, state_path):
     """Raise :class:`ResumeError` when ``state`` cannot continue this run: another world size, or
-    networks (type, arguments) other than the option file's."""
+    another network type than the option file's. Other arguments are named in a warning: some change
+    no shape (``drop_path_rate``, ``use_checkpoint``, an init-only flag) and may differ; those that
+    do are refused by the strict loading of the network files and the optimizer-shape check."""
     _, world_size = get_dist_info()
     saved_world = state.get('world_size')
     if saved_world is not None and int(saved_world) != world_size:
@@ -63,14 +63,21 @@ def check_state_fits(state, opt, state_path):
                           'from its weights (path.pretrain_network_g).')
     ignore = opt['path'].get('ignore_resume_networks') or []
     network_specs = checkpoint.network_specs(opt)
-    differences = []
+    other_type, other_args = [], []
     for key, saved in sorted((state.get('networks') or {}).items()):
         if key in network_specs and key not in ignore:
-            differences += _spec_differences(key, saved, network_specs[key])
-    if differences:
-        raise ResumeError(f'{state_path} was written for other networks than the option file\'s: '
-                          f"{'; '.join(differences)}. Resume with the option file the run was started with, or "
-                          'start a new run from its weights (path.pretrain_network_*).')
+            if saved.get('type') != network_specs[key].get('type'):
+                other_type.append(f"{key}.type: {saved.get('type')} in the state, {network_specs[key].get('type')} "
+                                  'in the option file')
+            else:
+                other_args += _arg_differences(key, saved, network_specs[key])
+    if other_type:
+        raise ResumeError(f"{state_path} was written for another network: {'; '.join(other_type)}. Resume with the "
+                          'option file the run was started with, or start a new run from its weights '
+                          '(path.pretrain_network_*).')
+    if other_args:
+        logger.warning('%s was written with other network arguments: %s.', state_path, '; '.join(other_args))
+    return other_args
 
 
 def read_state_for_this_rank(state_path, opt):

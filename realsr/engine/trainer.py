@@ -6,7 +6,6 @@ bit-identical to an uninterrupted run.
 """
 import contextlib
 import datetime
-import logging
 import math
 import os
 import signal
@@ -19,12 +18,14 @@ from realsr import compat
 from realsr.data import build_dataset
 from realsr.data.loader import build_dataloader, make_prefetcher
 from realsr.data.sampler import EnlargedSampler
-from realsr.engine.validator import Validator
 from realsr.engine.dry_run import run_dry_run
+from realsr.engine import resume
 from realsr.engine.out_of_memory import explain_out_of_memory
+from realsr.engine.validator import Validator
 from realsr.runtime import checkpoint, model_files
 from realsr.runtime.dist import barrier, dist_timeout, get_dist_info
-from realsr.runtime.logger import MessageLogger, close_file_handlers, get_root_logger, init_tb_logger
+from realsr.runtime.logger import (MessageLogger, close_file_handlers, get_root_logger, hold_log_records,
+                                   init_tb_logger)
 from realsr.runtime.preemption import StopRequest, TrainingStopped
 from realsr.runtime.rng import capture_rng_state, restore_rng_state
 from realsr.runtime.wandb_logger import init_wandb_logger
@@ -43,16 +44,13 @@ def load_resume_state(opt):
     ``path.resume_state``. Points ``path.pretrain_network_*`` at the matching network files."""
     path = opt['path']
     resume_path = None
-    if opt.get('auto_resume'):
-        resume_path = checkpoint.find_latest_state(path['training_states'], path['models'])
-        if resume_path is None:
-            logging.getLogger('realsr').info('--auto_resume: no training state in %s, starting from scratch.',
-                                             path['training_states'])
+    if opt.get('auto_resume'):  # the newest complete, readable checkpoint; rank 0 decides for all
+        resume_path = resume.find_auto_resume_state(opt)
     if resume_path is None:
         resume_path = path.get('resume_state')
     if resume_path is None:
         return None
-    state = checkpoint.load_training_state(resume_path)
+    state = resume.read_state_for_this_rank(resume_path, opt)  # refused if it does not fit; this rank's part
     path['resume_state'] = resume_path
     resume_iter = state['iter']
     ignore = path.get('ignore_resume_networks') or []
@@ -131,30 +129,42 @@ def train_pipeline(root_path, argv=None):
     opt['root_path'] = root_path
     rank, _ = get_dist_info()
 
+    # A resume is validated (the state, its networks, its optimizer shapes) before anything of the
+    # experiment is written: the log file, the option-file copy and tensorboard come after it.
+    logger = get_root_logger()
+    hold_log_records()
     resume_state = load_resume_state(opt)
     if resume_state is None and rank == 0:
         make_exp_dirs(opt)
         if opt['logger'].get('use_tb_logger') and not compat.is_debug_run(opt):
             archive_existing(os.path.join(root_path, 'tb_logger', opt['name']))
     barrier()
+    logger.info('realsr training: torch %s, %s', torch.__version__, opt['device'])
+    try:
+        model = build_model(opt)
+    except checkpoint.NetworkMismatchError as err:
+        if resume_state is None:
+            raise
+        raise checkpoint.ResumeError(f"the network files of {opt['path']['resume_state']} do not fit the option "
+                                     f"file's networks: {err}") from err
+    if resume_state is not None:
+        model.resume_training(resume_state)  # refused if the optimizer states do not fit the parameters
+
     if rank == 0:
         copy_opt_file(args.opt, opt['path']['experiments_root'])
-
+        checkpoint.remove_stale_temp_files([opt['path']['models'], opt['path']['training_states']])
     log_file = os.path.join(opt['path']['log'], f"train_{opt['name']}_{datetime.datetime.now():%Y%m%d_%H%M%S}.log")
     logger = get_root_logger(log_file=log_file)
-    logger.info('realsr training: torch %s, %s', torch.__version__, opt['device'])
     tb_logger = None
     if opt['logger'].get('use_tb_logger') and not compat.is_debug_run(opt) and rank == 0:
         tb_logger = init_tb_logger(os.path.join(root_path, 'tb_logger', opt['name']))
     wandb_logger = init_wandb_logger(opt)  # None unless logger.wandb.project is set (rank 0)
 
     train_loader, train_sampler, val_loaders = create_train_val_dataloaders(opt, logger)
-    model = build_model(opt)
     validator = Validator(opt, [tb_logger, wandb_logger])
 
     epoch, current_iter, batches_done = 0, 0, 0
     if resume_state is not None:
-        model.resume_training(resume_state)
         validator.load_state_dict(resume_state.get('best_metric_results'))
         epoch, current_iter = resume_state['epoch'], resume_state['iter']
         batches_done = resume_state.get('batches_done', 0)
@@ -205,9 +215,8 @@ def train_pipeline(root_path, argv=None):
         with watchdog.phase('save'):
             model.train_step.check(current_iter)
             logger.info('Saving models and training states.')
-            model.save(epoch, current_iter, extra_state={
-                'batches_done': batches_done, 'rng': capture_rng_state(),
-                'best_metric_results': validator.state_dict()})
+            model.save(epoch, current_iter, extra_state={'best_metric_results': validator.state_dict()},
+                       rank_state={'batches_done': batches_done, 'rng': capture_rng_state()})
             barrier()
 
     pbar = tqdm(total=total_iters, initial=current_iter, unit='it', desc=str(opt['name']), disable=rank != 0,
@@ -252,13 +261,15 @@ def train_pipeline(root_path, argv=None):
                 log_vars.update(current_log)
                 msg_logger(log_vars)
                 pbar.set_postfix({k: f'{v:.3e}' for k, v in current_log.items()})
+            # validation before the save of the same iteration, so that the saved state holds its
+            # best-metric record (BasicSR's recipes validate and save at the same iterations)
+            if val_opt is not None and val_loaders and current_iter % val_opt['val_freq'] == 0:
+                with watchdog.phase('validation'), explain_out_of_memory(opt, 'validation'):
+                    _validate_all(validator, model, val_loaders, current_iter, val_opt['save_img'])
             if current_iter % save_freq == 0:
                 save_state()
                 if kill_after and current_iter >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)
-            if val_opt is not None and val_loaders and current_iter % val_opt['val_freq'] == 0:
-                with watchdog.phase('validation'), explain_out_of_memory(opt, 'validation'):
-                    _validate_all(validator, model, val_loaders, current_iter, val_opt['save_img'])
             with watchdog.phase('collective:stop_flag'):  # every rank stops at the same iteration
                 stop_signal = stop.agreed(opt['world_size'], model.device)
             if stop_signal:

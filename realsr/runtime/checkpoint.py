@@ -54,6 +54,10 @@ def non_finite_entries(state_dict):
     return [k for k, ok in zip(names, flags) if not ok]
 
 
+class NetworkMismatchError(RuntimeError):
+    """A network file whose keys or shapes do not match the network (strict loading)."""
+
+
 class DiskFullError(OSError):
     """A checkpoint could not be written because its file system is full (``errno.ENOSPC``)."""
 
@@ -241,7 +245,7 @@ def load_network(net, load_path, strict=True, param_key='params'):
         for k in mismatched[:20]:
             lines.append(f'  shape of {k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}')
         lines.append('  Check network_g against the checkpoint, or set path.strict_load_g: false to load what fits.')
-        raise RuntimeError('\n'.join(lines))
+        raise NetworkMismatchError('\n'.join(lines))
     for k in mismatched:
         logger.warning('Size different, ignore [%s]: file %s vs network %s', k, tuple(state[k].shape), tuple(own[k].shape))
         state[k + '.ignore'] = state.pop(k)
