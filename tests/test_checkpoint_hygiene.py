@@ -206,6 +206,7 @@ def test_auto_resume_falls_back_past_an_unreadable_newest_checkpoint(tmp_path, m
     assert torch.load(exp / 'training_states' / '4.state', weights_only=True)['iter'] == 4  # rewritten whole
 
 
+@pytest.mark.slow  # three short trainings with validation
 def test_best_metric_record_survives_a_resume_when_save_and_val_coincide(tmp_path, monkeypatch):
     folders = write_pair_folders(tmp_path / 'data', n_train=6)
     every_2 = {'val.val_freq': 2, 'val.save_img': False, 'val.compare_bicubic': False}
