@@ -44,6 +44,7 @@ setup(
             'realsr-train=realsr.train:console_main',
             'realsr-test=realsr.test:console_main',
             'realsr-infer=realsr.infer:main',
+            'realsr-export=realsr.export:main',
             'realsr-options=realsr.option_tool:main',
         ],
     },
