@@ -203,6 +203,9 @@ def test_auto_resume_falls_back_past_an_unreadable_newest_checkpoint(tmp_path, m
     assert 'skipping the checkpoint of iteration 4' in err and str(bad) in err
     assert 'Resuming training from epoch: 0, iter: 2' in err
     assert (exp / 'models' / 'net_g_6.pth').is_file()
+    # what was logged before the resume was checked (the log file did not exist yet) is in the log file
+    newest_log = max(exp.glob('train_fb_*.log'), key=os.path.getmtime).read_text()
+    assert 'skipping the checkpoint of iteration 4' in newest_log and 'Network: MSRResNet' in newest_log
     assert torch.load(exp / 'training_states' / '4.state', weights_only=True)['iter'] == 4  # rewritten whole
 
 

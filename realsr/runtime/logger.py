@@ -47,6 +47,8 @@ def get_root_logger(log_file=None, log_level=logging.INFO):
             fh.setFormatter(logging.Formatter(_FORMAT))
             logger.addHandler(fh)
             _replay_held_records(logger, fh)
+    elif log_file is not None:  # other ranks write no log file: what they held is dropped
+        _replay_held_records(logger, None)
     return logger
 
 
@@ -71,7 +73,7 @@ def hold_log_records():
 def _replay_held_records(logger, file_handler):
     for held in [h for h in logger.handlers if isinstance(h, _HeldRecords)]:
         logger.removeHandler(held)
-        for record in held.buffer:
+        for record in held.buffer if file_handler is not None else []:
             if record.levelno >= file_handler.level:
                 file_handler.handle(record)
         held.buffer.clear()
