@@ -82,6 +82,28 @@ def test_torch_write_failure_on_a_full_disk_is_disk_full(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.fixture()
+def tiny_tmpfs(tmp_path):
+    """A 256 KiB tmpfs, where the machine allows mounting one (root with CAP_SYS_ADMIN)."""
+    import subprocess
+    mount = tmp_path / 'full'
+    mount.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mount)], capture_output=True).returncode:
+        pytest.skip('mounting a tmpfs needs root with CAP_SYS_ADMIN; the simulated disk-full tests cover the logic')
+    yield mount
+    subprocess.run(['umount', str(mount)], capture_output=True)
+
+
+def test_a_really_full_disk(tiny_tmpfs, monkeypatch):
+    """torch.save on a full tmpfs fails with "unexpected pos" (no errno): still a DiskFullError, at once."""
+    path = tiny_tmpfs / 'training_states' / '4.state'
+    retries = []
+    monkeypatch.setattr(checkpoint.time, 'sleep', retries.append)
+    with pytest.raises(checkpoint.DiskFullError, match=f'no space left on device: {path}'):
+        checkpoint.atomic_save({'w': torch.zeros(200_000)}, path)  # 800 KB into 256 KiB
+    assert retries == [] and os.listdir(path.parent) == []
+
+
 @pytest.mark.parametrize('failing', ['write', 'rename'])
 def test_cleanup_error_does_not_mask_the_original(tmp_path, monkeypatch, realsr_log, failing):
     path = tmp_path / 'x.state'
