@@ -6,7 +6,8 @@ of the experiment is written.
   are skipped with a warning naming the file and why. Rank 0 decides and broadcasts its choice, so
   every rank resumes from the same iteration.
 * A state is refused (:class:`ResumeError`) when it was written by a different number of processes
-  or for other networks (type or arguments) than the option file's.
+  or for another network type than the option file's; other network arguments are named in a
+  warning, and the trainer refuses network files and optimizer states whose shapes do not fit.
 * Each rank gets its own part of the state (RNG states, sampler position, degradation generator,
   pair pool) merged over the main file's, which holds rank 0's.
 """
@@ -33,10 +34,11 @@ def find_auto_resume_state(opt):
     if rank == 0:
         found, _, skipped = checkpoint.find_resumable_state(path['training_states'], path['models'],
                                                             resume_network_labels(opt))
-        if found is None:
-            reason = f' (none usable: skipped {len(skipped)})' if skipped else ''
-            logger.info('--auto_resume: no training state in %s%s, starting from scratch.', path['training_states'],
-                        reason)
+        if found is None and skipped:  # the old experiment folder is archived, not deleted
+            logger.warning('--auto_resume: none of the %d training state(s) in %s is usable (see above): starting '
+                           'from scratch.', len(skipped), path['training_states'])
+        elif found is None:
+            logger.info('--auto_resume: no training state in %s, starting from scratch.', path['training_states'])
         elif skipped:
             logger.warning('--auto_resume: resuming from %s, the newest complete checkpoint (%d newer one(s) '
                            'skipped, see above).', found, len(skipped))
