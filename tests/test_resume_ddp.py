@@ -168,3 +168,11 @@ def test_missing_rank_part_is_skipped_by_auto_resume(tmp_path, fake_world):
     os.remove(tmp_path / 'training_states' / '3.rank1.state')
     found, _, skipped = checkpoint.find_resumable_state(str(tmp_path / 'training_states'), str(models))
     assert found is None and '3.rank1.state' in skipped[0]
+
+
+def test_no_main_file_when_a_rank_could_not_write_its_part(tmp_path, fake_world, monkeypatch):
+    """The main file is written last and only when every part is on disk, so it always means a complete set."""
+    monkeypatch.setattr(checkpoint, '_all_ranks_ok', lambda ok: False)  # rank 1's part failed (e.g. disk full)
+    with pytest.raises(RuntimeError, match='another rank could not write its part'):
+        checkpoint.write_training_state(str(tmp_path), 3, {'iter': 3}, {'rng': capture_rng_state()})
+    assert not (tmp_path / '3.state').exists()
