@@ -164,3 +164,33 @@ def test_infer_unknown_checkpoint_exits_2_with_the_list(tmp_path):
     done = _run_infer(['-i', str(img), '-o', str(tmp_path / 'out'), '--model', str(model)], tmp_path)
     assert done.returncode == 2
     assert 'no known arch matches' in done.stderr and '- RRDBNet:' in done.stderr and '- spandrel:' in done.stderr
+
+
+@pytest.mark.parametrize('arch', ['Compact', 'HAT'])
+def test_infer_model_without_arch_reproduces_spandrel_outputs(tmp_path, capsys, arch):
+    """The issue's check: a Real-ESRGAN SRVGGNetCompact and a HAT checkpoint made by the reference
+    code's classes (spandrel's ports, random weights) run through ``realsr-infer --model`` alone on
+    realsr's own archs, within one 8-bit level of the reference outputs."""
+    _import_spandrel()
+    from realsr.engine.inference import main
+    if arch == 'Compact':
+        from spandrel.architectures.Compact import Compact
+        ref, expected_type = Compact(num_feat=8, num_conv=3, upscale=4, act_type='prelu'), 'SRVGGNetCompact('
+    else:
+        from spandrel.architectures.HAT import HAT
+        ref = HAT(upscale=2, img_size=16, window_size=4, embed_dim=12, depths=[2], num_heads=[2], compress_ratio=2,
+                  squeeze_factor=4, overlap_ratio=0.5, mlp_ratio=2, upsampler='pixelshuffle', resi_connection='1conv')
+        expected_type = 'HAT('
+    ref = _randomize_(ref, 6)
+    model = tmp_path / f'{arch}.pth'
+    torch.save({'params_ema': ref.state_dict()}, model)
+    img = _image(tmp_path / 'in.png', size=(15, 10))  # not a window multiple: padded and cropped
+    assert main(['-i', str(img), '-o', str(tmp_path / 'out'), '--model', str(model), '--device', 'cpu',
+                 '--quiet']) == 0
+    assert expected_type in capsys.readouterr().err  # realsr's own arch, not spandrel's
+    out = cv2.imread(str(tmp_path / 'out' / 'in_out.png')).astype(np.float64)
+    x = torch.from_numpy(np.ascontiguousarray(cv2.imread(str(img))[:, :, ::-1]).astype(np.float32) / 255)
+    with torch.no_grad():  # spandrel's HAT pads to the window itself (reflect, bottom/right), as realsr does
+        expected = ref(x.permute(2, 0, 1)[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255
+    assert out.shape == expected.shape
+    assert np.abs(out - expected).max() <= 1.0  # rounding to 8 bits: at most one level apart
