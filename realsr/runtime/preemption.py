@@ -15,8 +15,8 @@ import threading
 import torch
 import torch.distributed as dist
 
-# What ranks agree on with an all_reduce(MAX): the stop reason as a signal number (0: go on).
-# SIGTERM (15) outranks SIGINT (2); a dead launcher counts as SIGTERM (the launcher would have sent it).
+# Ranks agree with an all_reduce(MAX) on the stop as a signal number (0: go on): SIGTERM (15)
+# outranks SIGINT (2); a dead launcher counts as SIGTERM (what a launcher sends its ranks).
 _HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -45,7 +45,6 @@ class StopRequest:
     def __init__(self, logger=None, watch_parent=None):
         self.logger = logger or logging.getLogger('realsr')
         self.signum = 0  # the first signal received (0: none)
-        self.reason = ''
         self._owner_pid = os.getpid()
         self._previous = {}
         if watch_parent is None:
@@ -81,16 +80,14 @@ class StopRequest:
             os.kill(os.getpid(), signum)
             return
         self.signum = signum
-        self.reason = signal.Signals(signum).name
         # Logging from a handler is safe in CPython (it runs between bytecodes of the main thread).
         self.logger.warning('%s received: finishing this iteration, then saving a resumable state '
-                            '(send it again to stop at once, without saving).', self.reason)
+                            '(send it again to stop at once, without saving).', signal.Signals(signum).name)
 
     # -- the per-iteration check ---------------------------------------------------------------
     def _check_parent(self):
         if self._parent_pid is not None and not self.signum and os.getppid() != self._parent_pid:
             self.signum = signal.SIGTERM
-            self.reason = f'the exit of the launcher (pid {self._parent_pid})'
             self.logger.error('The launcher (pid %d) has exited: stopping as on SIGTERM instead of training '
                               'on alone.', self._parent_pid)
 
@@ -105,18 +102,8 @@ class StopRequest:
         value = self.local()
         if world_size <= 1:
             return value
-        if self._flag is None:
-            on_gpu = dist.get_backend() == 'nccl'
-            self._flag = torch.zeros((), dtype=torch.int32,
-                                     device=device if on_gpu else 'cpu')
+        if self._flag is None:  # made once; NCCL reduces device tensors only
+            self._flag = torch.zeros((), dtype=torch.int32, device=device if dist.get_backend() == 'nccl' else 'cpu')
         self._flag.fill_(value)
         dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
-        agreed = int(self._flag.item())  # the one host sync of the check
-        if agreed and not self.signum:
-            self.signum = agreed
-            self.reason = f'{signal.Signals(agreed).name} (sent to another rank)'
-        return agreed
-
-    def describe(self):
-        """``'SIGTERM'``, ``'SIGINT'``, or what else made the run stop."""
-        return self.reason or (signal.Signals(self.signum).name if self.signum else '')
+        return int(self._flag.item())  # the one host sync of the check
