@@ -228,15 +228,19 @@ def test_realesrnet_resume_is_exact_with_pipeline_and_pool(tmp_path, seed_option
             assert torch.equal(a[key][name], b[key][name]), f'{key}/{name}'
 
 
-def test_gt_size_larger_than_crop_pad_size_is_named(tmp_path, seed_options_dir, monkeypatch):
+def test_gt_size_larger_than_crop_pad_size_is_named(tmp_path, seed_options_dir, monkeypatch, capsys):
+    """Found by the option checker, before any folder is written (exit status 2)."""
     from realsr import train
     folders = write_pair_folders(tmp_path / 'data', n_train=4, n_val=1, hr_size=48)
     opt = seed_file_for_cpu(seed_options_dir, 'train_realesrnet_x4plus.yml', folders, 'big')
     opt['gt_size'] = 96
     (tmp_path / 'o.yml').write_text(yaml.safe_dump(opt))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match='gt_size 96 is larger than datasets.train.crop_pad_size 80'):
+    with pytest.raises(SystemExit) as exit_info:
         train.main(['-opt', str(tmp_path / 'o.yml')])
+    assert exit_info.value.code == 2
+    assert "'gt_size' (96) is larger than 'datasets.train.crop_pad_size' (80)" in capsys.readouterr().err
+    assert not (tmp_path / 'experiments').exists()
 
 
 def test_show_degradations_writes_the_grid(tmp_path, seed_options_dir):

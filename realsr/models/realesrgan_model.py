@@ -66,6 +66,10 @@ class OnTheFlyDegradationMixin:
 
     def build_degradation(self, opt, train_opt):
         """The on-device degradation module (DASR's models plug in their degradation spaces)."""
+        ignored = [k for k in ('blur_kernel_size', 'blur_kernel_size2') if train_opt.get(k) is not None]
+        if ignored:  # Real-ESRGAN's files carry them; its dataset draws sizes from a fixed 7..21 list
+            logger.info('datasets.train.%s ignored, as in Real-ESRGAN: kernel sizes come from kernel_range, '
+                        'kernel_range2 and final_kernel_range (default 7..21).', ' and '.join(ignored))
         return SecondOrderDegradation(opt, train_opt, opt['scale'])
 
     @torch.no_grad()
