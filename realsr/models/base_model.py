@@ -5,7 +5,6 @@ subclasses (``SRModel`` ...); inference on an LQ batch is their ``infer``, which
 """
 import inspect
 import logging
-import os
 from collections import OrderedDict
 
 import torch
