@@ -4,8 +4,11 @@ Every problem is collected and reported at once, each naming its full key path
 (``train.optim_g.lr``), the value, and what would be valid (the closest key, the close registry
 names, the folder that is missing). The schema is BasicSR's (``spec/basicsr-compat.md`` B.2)
 plus the keys Real-ESRGAN, DASR/CDDNet and the papers' option files use, so files those
-projects accept are accepted here. Keyword arguments of archs, losses, optimizers and
-schedulers are checked against the signature of the class they go to.
+projects accept are accepted here. The keys, kinds, defaults, allowed values and minimums come
+from realsr/option_defs.py (add options there, not here). Keyword arguments of archs, losses,
+regularizers, optimizers and schedulers are checked against the signature of the class they go
+to; metrics against their functions' arguments. What is checked and why: docs/options.md.
+Validation writes nothing and loads no OpenCV.
 """
 import difflib
 import functools
