@@ -101,7 +101,7 @@ def network_options(args):
         model, param_key, strict, scale = args.model, 'params_ema', True, None
     if args.arch and args.opt:
         net_opt['type'] = args.arch
-    for entry in args.net_opt if net_opt is not None else []:
+    for entry in (args.net_opt or []) if net_opt is not None else []:
         if '=' not in entry:
             raise InferenceError(f'--net-opt {entry!r} must look like key=value')
         key, value = (s.strip() for s in entry.split('=', 1))
