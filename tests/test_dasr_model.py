@@ -457,6 +457,7 @@ def _shrink_for_cpu(opt, name, total_iter=2):
     opt['network_p'].update(SHRINK_P)
     opt['network_d'].update(SHRINK_D)
     opt['train']['total_iter'] = total_iter
+    opt.setdefault('dist_params', {})['backend'] = 'gloo'  # the seed file says nccl, which needs CUDA
     opt['val']['val_freq'] = total_iter
     opt['logger'].update(print_freq=1, save_checkpoint_freq=total_iter, use_tb_logger=False)
     return opt

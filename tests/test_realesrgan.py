@@ -166,6 +166,7 @@ def seed_file_for_cpu(seed_options_dir, name, folders, exp_name, total_iter=4):
     opt = yaml.safe_load((seed_options_dir / 'real_esrgan' / name).read_text())
     opt['name'] = exp_name
     opt['num_gpu'] = 0
+    opt.setdefault('dist_params', {})['backend'] = 'gloo'  # the seed files say nccl, which needs CUDA
     opt['datasets']['train'].update(dataroot_gt=folders['train_gt'], meta_info=None, num_worker_per_gpu=0,
                                     batch_size_per_gpu=2, crop_pad_size=80)
     opt['gt_size'] = 32

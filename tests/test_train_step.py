@@ -837,8 +837,8 @@ def test_cudnn_autotuning_is_on_for_the_step_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(SRModel, 'feed_data', recording_feed)
     monkeypatch.setattr(SRModel, 'optimize_parameters', recording_step)
-    monkeypatch.setattr(SRModel, 'test', lambda self, _test=SRModel.test: (  # validation runs test()
-        seen['val'].add(torch.backends.cudnn.benchmark), _test(self))[1])
+    monkeypatch.setattr(SRModel, 'infer', lambda self, lq, _infer=SRModel.infer: (  # validation runs infer()
+        seen['val'].add(torch.backends.cudnn.benchmark), _infer(self, lq))[1])
     folders = write_pair_folders(tmp_path / 'data', n_train=4)
     monkeypatch.chdir(tmp_path)
     for name, flag in (('autotune_on', True), ('autotune_off', False)):
