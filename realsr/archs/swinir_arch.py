@@ -31,6 +31,7 @@ from torch.utils import checkpoint as torch_checkpoint
 
 from realsr.archs.arch_util import Upsample
 from realsr.registry import ARCH_REGISTRY
+from realsr.utils.tiling import pad_to_multiple
 
 ATTN_IMPLS = ('sdpa', 'explicit')
 PAD_MODES = ('none', 'reflect')
@@ -603,10 +604,8 @@ class WindowSRMixin:
     def pad_input(self, x):
         """Reflect-pad bottom/right (pad_mode='reflect') or check the size (pad_mode='none')."""
         h, w = x.shape[2:]
-        if self.pad_mode == 'reflect':
-            m = self.reflect_pad_multiple()
-            pad_h, pad_w = (m - h % m) % m, (m - w % m) % m
-            return F.pad(x, (0, pad_w, 0, pad_h), 'reflect') if pad_h or pad_w else x
+        if self.pad_mode == 'reflect':  # the test-time helper (replicate where a side is smaller than the pad)
+            return pad_to_multiple(x, self.reflect_pad_multiple())[0]
         m = self.size_multiple()
         if h % m or w % m:
             raise ValueError(f'{type(self).__name__}: input size {h}x{w} is not a multiple of the window size {m}; '
