@@ -194,3 +194,14 @@ def test_infer_model_without_arch_reproduces_spandrel_outputs(tmp_path, capsys, 
         expected = ref(x.permute(2, 0, 1)[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255
     assert out.shape == expected.shape
     assert np.abs(out - expected).max() <= 1.0  # rounding to 8 bits: at most one level apart
+
+
+def test_infer_output_that_is_a_file_is_a_setup_error(tmp_path, capsys):
+    from realsr.engine.inference import main
+    net = _randomize_(build_network(dict(OWN[0])), 7)
+    checkpoint.save_network(net, str(tmp_path / 'net.pth'), 'params')
+    (tmp_path / 'taken').write_text('a file, not a folder')
+    with pytest.raises(SystemExit) as exc:
+        main(['-i', str(_image(tmp_path / 'in.png')), '-o', str(tmp_path / 'taken'), '--model',
+              str(tmp_path / 'net.pth'), '--device', 'cpu'])
+    assert exc.value.code == 2 and "output folder" in capsys.readouterr().err

@@ -124,3 +124,13 @@ def test_missing_onnx_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(builtins, '__import__', no_onnxruntime)
     with pytest.raises(export.ExportError, match=r"onnxruntime is missing.*pip install 'realsr\[onnx\]'"):
         export.export_onnx(_net(SRRESNET), 'unused.onnx')
+
+
+def test_an_unexportable_network_is_one_clear_error_and_leaves_no_file(tmp_path):
+    class Unexportable(torch.nn.Module):
+        def forward(self, x):  # singular values have no ONNX operator
+            return x * torch.linalg.svdvals(x[0, 0]).sum()
+
+    with pytest.raises(export.ExportError, match=r'Unexportable cannot be exported to ONNX \(opset 17\)'):
+        export.export_onnx(Unexportable(), str(tmp_path / 'u.onnx'))
+    assert list(tmp_path.iterdir()) == []

@@ -342,7 +342,10 @@ def run(args):
         print(f'realsr-infer: skipping {path!r} (not an image file extension)', file=sys.stderr)
     if not files:
         print(f'realsr-infer: no image files in {args.input!r}', file=sys.stderr)
-    os.makedirs(args.output, exist_ok=True)
+    try:
+        os.makedirs(args.output, exist_ok=True)
+    except OSError as err:  # a file of that name, no permission, ...
+        raise InferenceError(f'output folder {args.output!r} cannot be created: {err.strerror or err}') from None
     written, failed = [], []
     bar = tqdm(files, unit='img', disable=args.quiet or len(files) == 0, file=sys.stderr)
     for path in bar:
