@@ -19,6 +19,7 @@ from realsr import compat
 from realsr.benchmark.grid import expand_dataset_grid
 from realsr.option_defs import fill_defaults, known_dataset_keys
 from realsr.option_schema import OptionError, validate_options
+from realsr.runtime.model_files import resolve_auto_networks
 from realsr.utils.yaml_util import yaml_load, yaml_load_text
 
 
@@ -187,6 +188,7 @@ def parse_options(root_path, is_train=True, argv=None):
     _fill_defaults(opt, is_train)
     expand_dataset_grid(opt, args.opt, known_dataset_keys)  # datasets_grid -> test_* blocks, before phases, scale
     _datasets(opt)
+    resolve_auto_networks(opt, args.opt)  # network_<x>: {type: auto} -> the arch of its pretrain file
     if args.dry_run:
         return _dry_run_options(opt, args, root_path, is_train)
     _prepare_default_data(opt)

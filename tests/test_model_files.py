@@ -123,10 +123,30 @@ def test_train_safetensors_kill_auto_resume_and_test(tmp_path):
         'name': 'st_test', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 0,
         'datasets': {'test_1': {'name': 'val', 'type': 'PairedImageDataset', 'dataroot_gt': folders['val_gt'],
                                 'dataroot_lq': folders['val_lq'], 'io_backend': {'type': 'disk'}}},
-        'network_g': dict(NET_OPT),
+        'network_g': {'type': 'auto'},  # the arch comes from the safetensors metadata
         'path': {'pretrain_network_g': str(models / 'net_g_latest.safetensors'), 'param_key_g': 'params_ema'},
         'val': {'save_img': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4}}},
     }
     tested = run([TEST_PY, '-opt', write_yaml(tmp_path / 'test.yml', test_opt)], tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert 'net_g_latest.safetensors' in tested.stderr
+
+
+def test_network_type_auto_reads_the_arch_of_the_pretrain_file(tmp_path):
+    from realsr.utils.option_error import OptionError as BaseOptionError
+    swinir = {'type': 'SwinIR', 'upscale': 2, 'img_size': 16, 'window_size': 4, 'embed_dim': 12, 'depths': [2],
+              'num_heads': [2], 'upsampler': 'pixelshuffle'}
+    torch.manual_seed(0)
+    checkpoint.save_network(build_network(dict(swinir)), str(tmp_path / 'swinir.pth'), 'params')
+    opt = {'network_g': {'type': 'auto', 'img_range': 255.0},  # what shapes cannot tell stays the user's
+           'path': {'pretrain_network_g': str(tmp_path / 'swinir.pth')}}
+    model_files.resolve_auto_networks(opt)
+    assert opt['network_g']['type'] == 'SwinIR' and opt['network_g']['img_range'] == 255.0
+    assert opt['network_g']['depths'] == [2] and opt['network_g']['window_size'] == 4
+
+    with pytest.raises(BaseOptionError, match=r"'network_g.type: auto' reads the arch from 'path.pretrain_network_g'"):
+        model_files.resolve_auto_networks({'network_g': {'type': 'auto'}, 'path': {}})
+    torch.save({'params': {'mystery.weight': torch.zeros(2)}}, tmp_path / 'odd.pth')
+    with pytest.raises(BaseOptionError, match=r"(?s)'network_g.type: auto': could not detect .*odd.pth.*RRDBNet"):
+        model_files.resolve_auto_networks({'network_g': {'type': 'auto'},
+                                           'path': {'pretrain_network_g': str(tmp_path / 'odd.pth')}})

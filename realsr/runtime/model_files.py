@@ -19,8 +19,6 @@ import json
 import os
 from collections import OrderedDict
 
-import torch
-
 FORMATS = ('pth', 'safetensors')
 EXTENSIONS = {'pth': '.pth', 'safetensors': '.safetensors'}
 
@@ -124,6 +122,7 @@ def load_network_dict(path):
     state dict; ``.safetensors`` by its suffix, anything else through ``torch.load``."""
     if is_safetensors(path):
         return read_safetensors(path)[0]
+    import torch  # here: the option checker imports this module, and checking a file must stay cheap
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
@@ -135,3 +134,36 @@ def arch_from_metadata(path):
     if meta.get('format') != 'realsr' or not meta.get('arch'):
         return None
     return meta['arch'], json.loads(meta.get('arch_args') or '{}')
+
+
+AUTO_ARCH = 'auto'
+
+
+def resolve_auto_networks(opt, source=None):
+    """``network_<x>: {type: auto}`` -> the arch of ``path.pretrain_network_<x>`` (its safetensors
+    metadata, else :func:`realsr.archs.detect.detect_arch`); other keys of the section override the
+    detected ones (e.g. ``img_range``, which no shape tells). In place; returns ``opt``."""
+    from realsr.archs.detect import ArchNotDetected, detect_arch
+    from realsr.utils.option_error import OptionError
+
+    path_opt = opt.get('path') if isinstance(opt.get('path'), dict) else {}
+    for key, net_opt in list(opt.items()):
+        if not (key.startswith('network_') and isinstance(net_opt, dict) and net_opt.get('type') == AUTO_ARCH):
+            continue
+        label = key[len('network_'):]
+        model = path_opt.get(f'pretrain_network_{label}')
+        if not model:
+            raise OptionError([f"'{key}.type: auto' reads the arch from 'path.pretrain_network_{label}', which is "
+                               'not set'], source)
+        if not os.path.isfile(model):
+            raise OptionError([f"'path.pretrain_network_{label}': {model!r} does not exist (needed by "
+                               f"'{key}.type: auto')"], source)
+        stored = arch_from_metadata(model)
+        if stored is None:
+            from realsr.runtime.checkpoint import read_network_file
+            try:
+                stored = detect_arch(read_network_file(model, path_opt.get(f'param_key_{label}') or 'params'), model)
+            except (ArchNotDetected, RuntimeError, KeyError) as err:
+                raise OptionError([f"'{key}.type: auto': {err}"], source) from None
+        opt[key] = {'type': stored[0], **stored[1], **{k: v for k, v in net_opt.items() if k != 'type'}}
+    return opt
