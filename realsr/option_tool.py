@@ -213,11 +213,13 @@ def main(argv=None):
         return 0
     from realsr.option_schema import OptionError, validate_options
     from realsr.options import _datasets, load_option_file
+    from realsr.runtime.model_files import resolve_auto_networks
     status = 0
     for path in args.files:
         try:
             opt = load_option_file(path)
             _datasets(opt)
+            resolve_auto_networks(opt, path)  # network_<x>: {type: auto} is checked as the arch of its file
             validate_options(opt, is_train=opt.get('train') is not None, check_paths=False, source=path)
             print(f'{path}: ok')
         except OptionError as err:
