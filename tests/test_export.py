@@ -36,12 +36,17 @@ def _onnx_run(path, x):
     return ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'input': x.numpy()})[0]
 
 
-@pytest.mark.parametrize('opt', [SRRESNET, SWINIR], ids=['SRResNet', 'SwinIR'])
-def test_round_trip_two_sizes_within_1e4(tmp_path, opt):
+RRDB_X2 = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4,
+           'scale': 2}
+
+
+@pytest.mark.parametrize('opt, expected_multiple', [(SRRESNET, 1), (SWINIR, 4), (RRDB_X2, 2)],
+                         ids=['SRResNet', 'SwinIR', 'RRDBNet-x2'])
+def test_round_trip_two_sizes_within_1e4(tmp_path, opt, expected_multiple):
     net = _net(opt)
     path = tmp_path / 'net.onnx'
     module, multiple, scale = export.export_onnx(net, str(path))
-    assert multiple == (4 if opt is SWINIR else 1) and scale == opt['upscale']
+    assert multiple == expected_multiple and scale == opt.get('upscale', opt.get('scale'))
     g = torch.Generator().manual_seed(3)
     for shape in ((1, 3, 16, 16), (2, 3, 13, 18)):  # the second is not a window multiple, and batch 2
         x = torch.rand(shape, generator=g)
