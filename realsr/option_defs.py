@@ -19,7 +19,7 @@ add a dependency and turn the option dict into objects that BasicSR-style code d
 import re
 from dataclasses import dataclass
 
-from realsr.runtime import dist, model_files
+from realsr.runtime import model_files
 from realsr.runtime.step_options import STEP_OPTIONS
 
 
@@ -106,8 +106,11 @@ NETWORK_KEY = re.compile(r'^network_[a-z]\w*$')  # network_g, network_d, network
 DIST_PARAMS = (
     Option('backend', 'str', None, 'torch.distributed backend (nccl on GPU, gloo on CPU by default)'),
     Option('port', 'int', None, 'master port (slurm launcher; default 29500)', minimum=1),
-    # the reader (runtime.dist.dist_timeout) applies the default: an absent section is not filled
-    Option('timeout', 'num', dist.DEFAULT_TIMEOUT_S, dist.TIMEOUT_DOC, minimum=1, fill=False),
+    # the reader (runtime.dist.dist_timeout) applies the default: an absent section is not filled. Its
+    # values are written out here because runtime.dist imports torch, and parsing options must not
+    # (tests/test_option_definitions.py checks they agree).
+    Option('timeout', 'num', 1800, 'seconds a collective (all-reduce, barrier) waits for the other ranks before the '
+           'run stops with an error naming this option; default 1800', minimum=1, fill=False),
 )
 
 PATH = (

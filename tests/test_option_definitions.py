@@ -136,6 +136,12 @@ def test_size_bound_defaults_match_the_pipeline():
         assert DEFAULTS[key] == value, key
 
 
+def test_dist_timeout_definition_matches_its_reader():
+    from realsr.runtime import dist
+    timeout = defs.by_name(defs.DIST_PARAMS)['timeout']
+    assert timeout.default == dist.DEFAULT_TIMEOUT_S and timeout.doc == dist.TIMEOUT_DOC
+
+
 def test_step_options_are_listed_with_their_definitions():
     from realsr.runtime.step_options import STEP_OPTIONS
     listed = {(path.rsplit('.', 1)[0] if '.' in path else '', o.name) for path, o in defs.all_definitions()}
