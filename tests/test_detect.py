@@ -205,3 +205,31 @@ def test_infer_output_that_is_a_file_is_a_setup_error(tmp_path, capsys):
         main(['-i', str(_image(tmp_path / 'in.png')), '-o', str(tmp_path / 'taken'), '--model',
               str(tmp_path / 'net.pth'), '--device', 'cpu'])
     assert exc.value.code == 2 and "output folder" in capsys.readouterr().err
+
+
+ORACLE_SR = ['msrresnet_x4', 'msrresnet_x2', 'rrdbnet_x4', 'rrdbnet_x2', 'swinir_x2_pixelshuffle',
+             'swinir_x4_nearestconv', 'dasr_msrresnetdynamic_x4', 'cddnet_msrresnetdynamic_x4']
+
+
+@pytest.mark.parametrize('name', ORACLE_SR)
+def test_reference_checkpoints_are_detected_and_reproduce_the_reference_outputs(oracle_dir, name):
+    """State dicts written by BasicSR 1.4.2 / DASR / CDDNet themselves (../shared/oracle/archs):
+    the detected arguments are the ones the reference was built with, and the outputs match."""
+    import json
+    entry = json.loads((oracle_dir / 'archs' / 'manifest.json').read_text())[name]
+    path = oracle_dir / 'archs' / entry['state_dict_randomized']
+    net, net_opt, how = auto_model.load_auto(str(path))
+    assert how == 'detected from the state dict'
+    for key, value in entry['kwargs'].items():
+        if key != 'img_range':  # not in any tensor: the default (1.0) is what the references use
+            assert net_opt[key] == value, (key, net_opt)
+    data = np.load(oracle_dir / 'archs' / entry['npz'])
+    x = torch.from_numpy(data['input'])
+    with torch.no_grad():
+        if 'output_pred_randomized' in data:  # DASR / CDDNet: expert weights from the reference predictor
+            out = net(x, torch.from_numpy(data['weights_pred']))
+            ref = data['output_pred_randomized']
+        else:
+            out, ref = net(x), data['output_randomized']
+    # float32 on another CPU's kernels: the reference's own float32-vs-float64 gap is ~6e-7
+    torch.testing.assert_close(out, torch.from_numpy(ref), atol=1e-5, rtol=0)
