@@ -142,6 +142,24 @@ def _dataset_schema(phase):
     return _typed(entries, f'a {phase} dataset', {'io_backend': io})
 
 
+def _grid_schema():
+    """One ``datasets_grid`` mapping (realsr.benchmark.grid): its own keys and a dataset block's."""
+    from realsr.benchmark.grid import ORDERS, PREFIXES
+    from realsr.degradations.testset_variants import VARIANTS
+    entry = {'oneOf': [{'type': 'string'}, {'type': 'object', 'required': ['name'], 'additionalProperties': False,
+                                            'properties': {'name': {'type': 'string'}, 'folder': {'type': 'string'}}}]}
+    own = {
+        'datasets': {'type': ['array', 'string'], 'items': entry, 'description': 'test sets: names or {name, folder}'},
+        'degradations': {'oneOf': [{'const': 'all'}, {'type': 'array', 'items': {'enum': list(VARIANTS)}}],
+                         'description': "'all' or a list of the papers' degradation folders"},
+        'order': {'enum': list(ORDERS)}, 'key_prefix': {'enum': list(PREFIXES)},
+    }
+    block = {o.name: option_schema(o) for o in defs.LOADER + defs.DATASET_TYPES['PairedImageDataset']}
+    block['io_backend'] = _object(defs.IO_BACKEND)
+    return {'type': 'object', 'properties': {**block, **own}, 'additionalProperties': False,
+            'required': ['datasets', 'degradations', 'dataroot_lq']}
+
+
 def build_schema():
     """The JSON Schema (a dict) of a realsr option file."""
     from realsr.registry import ARCH_REGISTRY, LOSS_REGISTRY, REGULARIZER_REGISTRY
@@ -164,7 +182,9 @@ def build_schema():
         'datasets': datasets, 'train': train, 'val': val, 'logger': logger, 'path': _object(defs.PATH, path_patterns),
         'dist_params': _object(defs.DIST_PARAMS), 'tile': _object(defs.TILE),
         'regularizers': {'type': ['array', 'null'], 'items': {'$ref': '#/$defs/regularizer'}},
-        'datasets_grid': {'type': ['object', 'array', 'null'], 'description': 'see realsr.benchmark.grid'}})
+        'datasets_grid': {'oneOf': [{'$ref': '#/$defs/dataset_grid'}, {'type': 'null'},
+                                    {'type': 'array', 'items': {'$ref': '#/$defs/dataset_grid'}}],
+                          'description': 'datasets x degradations, expanded into test_* blocks'}})
     top['$schema'] = SCHEMA_DIALECT
     top['title'] = 'realsr option file'
     top['required'] = ['name', 'model_type']
@@ -178,6 +198,7 @@ def build_schema():
         'scheduler': _typed(_scheduler_entries(), 'a learning-rate scheduler and its arguments'),
         'dataset_train': _dataset_schema('train'),
         'dataset_eval': _dataset_schema('val'),
+        'dataset_grid': _grid_schema(),
     }
     return top
 
