@@ -233,3 +233,23 @@ def test_reference_checkpoints_are_detected_and_reproduce_the_reference_outputs(
             out, ref = net(x), data['output_randomized']
     # float32 on another CPU's kernels: the reference's own float32-vs-float64 gap is ~6e-7
     torch.testing.assert_close(out, torch.from_numpy(ref), atol=1e-5, rtol=0)
+
+
+def test_infer_detects_a_dasr_generator_and_its_predictor(oracle_dir, tmp_path, capsys):
+    from realsr.archs.dasr_arch import PredictorConditionedNet
+    from realsr.engine.inference import main
+    archs = oracle_dir / 'archs'
+    gen, pred = archs / 'cddnet_msrresnetdynamic_x4.pth', archs / 'dasr_degradation_predictor.pth'
+    img = _image(tmp_path / 'in.png', size=(12, 10))
+    assert main(['-i', str(img), '-o', str(tmp_path / 'out'), '--model', str(gen), '--predictor', str(pred),
+                 '--device', 'cpu', '--quiet']) == 0
+    err = capsys.readouterr().err
+    assert 'MSRResNetDynamicCDDNet(' in err and 'Degradation_Predictor(in_nc=3, nf=16, num_params=33' in err
+    net_g, _, _ = auto_model.load_auto(str(gen))
+    net_p, _, _ = auto_model.load_auto(str(pred), 'params')
+    x = torch.from_numpy(np.ascontiguousarray(cv2.imread(str(img))[:, :, ::-1]).astype(np.float32) / 255)
+    with torch.no_grad():
+        expected = PredictorConditionedNet(net_g, net_p)(x.permute(2, 0, 1)[None]).clamp(0, 1)
+    expected = expected[0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255
+    out = cv2.imread(str(tmp_path / 'out' / 'in_out.png')).astype(np.float64)
+    assert out.shape == (40, 48, 3) and np.abs(out - expected).max() <= 1.0

@@ -204,6 +204,14 @@ def _srvgg(sd):
                                    num_conv=len(convs) - 2, upscale=upscale, act_type=act)
 
 
+def _degradation_predictor(sd):
+    _need(sd, 'ConvNet.0.weight', 'ConvNet.10.weight', 'MappingNet.1.weight')
+    nf, in_nc = sd['ConvNet.0.weight'].shape[:2]
+    return 'Degradation_Predictor', dict(in_nc=in_nc, nf=nf, num_params=sd['ConvNet.10.weight'].shape[0],
+                                         num_networks=sd['MappingNet.1.weight'].shape[0],
+                                         use_bias='ConvNet.0.bias' in sd)
+
+
 DETECTORS = [
     ('MSRResNet', _msrresnet),
     ('RRDBNet', _rrdbnet),
@@ -212,6 +220,7 @@ DETECTORS = [
     ('HAT', _hat),
     ('MSRResNetDynamic (DASR / CDDNet)', _msrresnet_dynamic),
     ('SRVGGNetCompact', _srvgg),
+    ('Degradation_Predictor (DASR / CDDNet)', _degradation_predictor),
 ]
 
 

@@ -6,7 +6,6 @@ detectors read the key layout and shapes (:func:`realsr.archs.detect.detect_arch
 optional ``spandrel`` package is installed, spandrel's loader, and its model runs the inference
 (wrapped in :class:`SpandrelNet`). When none knows the file, the error lists what was tried.
 """
-import torch
 from torch import nn
 
 from realsr.archs import build_network
@@ -86,7 +85,6 @@ def load_auto(model_path, param_key='params_ema'):
                              f'or --opt. Tried:\n{lines}')
 
 
-@torch.no_grad()
 def describe(net_opt):
     """One line for logs: ``Type(key=value, ...)``."""
     if not net_opt:

@@ -169,15 +169,17 @@ def needs_predictor(net):
 
 def attach_predictor(net_g, predictor_path, predictor_opt=None):
     """Wrap a dynamic generator with its degradation predictor (``network_p`` and its checkpoint;
-    by default DASR's ``Degradation_Predictor`` with 33 parameters and one weight per expert)."""
+    without ``network_p`` the predictor's arguments are read from the checkpoint)."""
     from realsr.archs.dasr_arch import PredictorConditionedNet
     name = type(net_g).__name__
     if not predictor_path:
         raise InferenceError(f'{name} takes its expert weights from a degradation predictor: give --predictor '
                              '<net_p .pth> (or network_p and path.pretrain_network_p in the option file)')
-    opt = dict(predictor_opt or {'type': 'Degradation_Predictor', 'in_nc': 3, 'nf': 64, 'num_params': 33,
-                                 'num_networks': getattr(net_g, 'num_models', 5)})
-    net_p = build_model(opt, predictor_path, 'params', True)
+    net_p = build_model(dict(predictor_opt) if predictor_opt else None, predictor_path, 'params', True)
+    experts = getattr(net_p, 'MappingNet', [None, None])[-1]
+    if getattr(experts, 'out_features', None) not in (None, getattr(net_g, 'num_models', None)):
+        raise InferenceError(f'the predictor {predictor_path!r} weighs {experts.out_features} experts, {name} has '
+                             f'{net_g.num_models}')
     return PredictorConditionedNet(net_g, net_p).eval()
 
 
