@@ -301,7 +301,8 @@ def build_parser():
     p.add_argument('--opt', '-opt', help='test option file (network_g, path.pretrain_network_g, path.param_key_g)')
     p.add_argument('--arch', help='a registered arch name (with --model); overrides network_g.type with --opt; '
                                   'without --arch and --opt the arch is detected from the checkpoint')
-    p.add_argument('--model', help='checkpoint (.pth); overrides path.pretrain_network_g with --opt')
+    p.add_argument('--model', help='checkpoint (.pth or .safetensors; alone, its arch is detected); overrides '
+                                   'path.pretrain_network_g with --opt')
     p.add_argument('--net-opt', action='append', metavar='KEY=VALUE',
                    help='arch constructor argument (YAML value), repeatable, e.g. --net-opt num_block=23')
     p.add_argument('--param-key', help='checkpoint key (default params_ema, falling back to params, then a bare '
