@@ -139,3 +139,15 @@ def test_an_unexportable_network_is_one_clear_error_and_leaves_no_file(tmp_path)
     with pytest.raises(export.ExportError, match=r'Unexportable cannot be exported to ONNX \(opset 17\)'):
         export.export_onnx(Unexportable(), str(tmp_path / 'u.onnx'))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_opt_file(tmp_path, capsys):
+    import yaml
+    net = _net(SWINIR, seed=5)
+    checkpoint.save_network(net, str(tmp_path / 'net_g.pth'), 'params_ema')
+    opt = {'name': 'x', 'model_type': 'SwinIRModel', 'scale': 2, 'network_g': dict(SWINIR),
+           'path': {'pretrain_network_g': str(tmp_path / 'net_g.pth'), 'param_key_g': 'params_ema'}}
+    (tmp_path / 'test.yml').write_text(yaml.safe_dump(opt))
+    assert export.main(['--opt', str(tmp_path / 'test.yml'), '-o', str(tmp_path / 'o.onnx')]) == 0
+    out = capsys.readouterr().out
+    assert 'SwinIR x2, padded to a multiple of 4' in out and out.count('max abs difference') == 2
