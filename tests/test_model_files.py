@@ -150,3 +150,18 @@ def test_network_type_auto_reads_the_arch_of_the_pretrain_file(tmp_path):
     with pytest.raises(BaseOptionError, match=r"(?s)'network_g.type: auto': could not detect .*odd.pth.*RRDBNet"):
         model_files.resolve_auto_networks({'network_g': {'type': 'auto'},
                                            'path': {'pretrain_network_g': str(tmp_path / 'odd.pth')}})
+
+
+def test_tied_weights_and_views_are_saved_as_separate_tensors(tmp_path):
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+            self.b.weight = self.a.weight  # one parameter under two names
+            self.register_buffer('whole', torch.arange(10.))
+            self.register_buffer('part', self.whole[2:5])  # a view into another buffer
+
+    path = tmp_path / 'tied.safetensors'
+    checkpoint.save_network(Tied(), str(path), 'params')  # safetensors refuses shared memory: copies are made
+    sd = model_files.load_network_dict(str(path))['params']
+    assert torch.equal(sd['a.weight'], sd['b.weight']) and sd['part'].tolist() == [2., 3., 4.]

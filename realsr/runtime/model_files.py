@@ -66,7 +66,7 @@ def _unshared(tensors):
     """safetensors refuses tensors that share memory: clone the second and later users of a storage."""
     seen, out = set(), OrderedDict()
     for name, t in tensors.items():
-        ptr = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else None
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
         out[name] = t.clone() if ptr is not None and ptr in seen or not t.is_contiguous() else t
         if ptr is not None:
             seen.add(ptr)
