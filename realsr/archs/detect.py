@@ -207,9 +207,9 @@ def _srvgg(sd):
 def _degradation_predictor(sd):
     _need(sd, 'ConvNet.0.weight', 'ConvNet.10.weight', 'MappingNet.1.weight')
     nf, in_nc = sd['ConvNet.0.weight'].shape[:2]
-    return 'Degradation_Predictor', dict(in_nc=in_nc, nf=nf, num_params=sd['ConvNet.10.weight'].shape[0],
-                                         num_networks=sd['MappingNet.1.weight'].shape[0],
-                                         use_bias='ConvNet.0.bias' in sd)
+    return 'Degradation_Predictor', {'in_nc': in_nc, 'nf': nf, 'num_params': sd['ConvNet.10.weight'].shape[0],
+                                     'num_networks': sd['MappingNet.1.weight'].shape[0],
+                                     'use_bias': 'ConvNet.0.bias' in sd}
 
 
 DETECTORS = [
