@@ -185,8 +185,6 @@ def build_schema():
         'datasets_grid': {'oneOf': [{'$ref': '#/$defs/dataset_grid'}, {'type': 'null'},
                                     {'type': 'array', 'items': {'$ref': '#/$defs/dataset_grid'}}],
                           'description': 'datasets x degradations, expanded into test_* blocks'}})
-    top['$schema'] = SCHEMA_DIALECT
-    top['title'] = 'realsr option file'
     top['required'] = ['name', 'model_type']
     top['$defs'] = {
         'network': _typed(_registry_entries(ARCH_REGISTRY), 'a registered arch and its constructor arguments'),
@@ -200,7 +198,7 @@ def build_schema():
         'dataset_eval': _dataset_schema('val'),
         'dataset_grid': _grid_schema(),
     }
-    return top
+    return {'$schema': SCHEMA_DIALECT, 'title': 'realsr option file', **top}
 
 
 def _write_atomic(path, text):
