@@ -39,6 +39,9 @@ OWN = [
     {'type': 'SRVGGNetCompact', 'num_feat': 8, 'num_conv': 3, 'upscale': 4, 'act_type': 'prelu'},
     {'type': 'HAT', 'upscale': 2, 'img_size': 64, 'window_size': 4, 'embed_dim': 12, 'depths': [2, 1],
      'num_heads': [2, 3], 'upsampler': 'pixelshuffle', 'mlp_ratio': 2.0, 'squeeze_factor': 4, 'compress_ratio': 2},
+    {'type': 'HAT', 'upscale': 3, 'img_size': 64, 'window_size': 4, 'embed_dim': 12, 'depths': [1],
+     'num_heads': [2], 'upsampler': 'pixelshuffle', 'squeeze_factor': 4, 'compress_ratio': 2,
+     'resi_connection': 'identity'},
 ]
 
 

@@ -152,6 +152,8 @@ def _hat(sd):
     kwargs.update(depths=depths, num_heads=heads, compress_ratio=embed_dim // sd[f'{cab}.0.weight'].shape[0],
                   squeeze_factor=embed_dim // sd[f'{cab}.3.attention.1.weight'].shape[0],
                   overlap_ratio=(overlap_window - window) / window,
+                  # HAT's choices are '1conv' and 'identity' (SwinIR's third, '3conv', does not exist there)
+                  resi_connection='1conv' if 'conv_after_body.weight' in sd else 'identity',
                   img_size=64)  # HAT stores no shift masks to read it from: its default
     return 'HAT', kwargs
 
