@@ -323,6 +323,17 @@ def known_dataset_keys(dataset_type):
     return None if options is None else {o.name for o in options}
 
 
+def fill_section_defaults(opt, section):
+    """Write the non-None defaults of one section (``''``: the top level) into ``opt`` in place,
+    if the section is there."""
+    node = opt if not section else opt.get(section)
+    if isinstance(node, dict):
+        for o in SECTIONS[section]:
+            if o.fill and o.default is not None and node.get(o.name) is None:
+                node[o.name] = o.default
+    return opt
+
+
 def fill_defaults(opt, is_train):
     """Write the non-None defaults of the filled sections into ``opt`` (in place); a section that
     is absent is not created, except ``logger`` and ``path`` (always read)."""
@@ -330,12 +341,7 @@ def fill_defaults(opt, is_train):
     if is_train:
         opt.setdefault('logger', {})
     for section in FILLED_SECTIONS:
-        node = opt if not section else opt.get(section)
-        if not isinstance(node, dict):
-            continue
-        for o in SECTIONS[section]:
-            if o.fill and o.default is not None and node.get(o.name) is None:
-                node[o.name] = o.default
+        fill_section_defaults(opt, section)
     return opt
 
 

@@ -13,9 +13,9 @@ LAYERS = [
     {'archs', 'analysis', 'benchmark'},  # archs host regularizer sites; benchmark = grid definitions
     {'losses'},  # perceptual losses build VGG from archs
     {'data'},
-    {'runtime'},  # checkpoint, dist, rng, ema, logging, the shared training step
+    {'runtime', 'option_defs'},  # run utilities; the option definitions (models fill their defaults)
     {'models'},  # what one training step computes
-    {'option_defs', 'option_schema', 'options', 'option_tool'},  # option files -> validated options for every layer below
+    {'option_schema', 'options', 'option_tool'},  # option files -> validated options for every layer below
     {'engine'},  # the loop, validation, the tester and inference
     {'train', 'test', 'infer', 'export'},  # command-line entry points
 ]

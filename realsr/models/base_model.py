@@ -10,6 +10,7 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from realsr.option_defs import fill_section_defaults
 from realsr.runtime import checkpoint, model_files
 from realsr.runtime.compile import compile_allowed, compile_network
 from realsr.runtime.dist import master_only, reduce_loss_dict
@@ -48,7 +49,7 @@ class BaseModel:
     no side effects), ``test``, ``get_current_visuals`` and ``save``."""
 
     def __init__(self, opt):
-        self.opt = opt
+        self.opt = fill_section_defaults(opt, 'train')  # as parse_options does, for options built in code
         self.device = torch.device(opt.get('device') or ('cuda' if opt.get('num_gpu', 0) != 0 else 'cpu'))
         self.is_train = opt.get('is_train', False)
         self.schedulers = []

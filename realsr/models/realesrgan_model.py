@@ -171,8 +171,8 @@ class DiscriminatorMixin:
         self.load_pretrained(self.net_d, 'd')
         self.net_d.train()
         self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
-        self.net_d_iters = train_opt.get('net_d_iters', 1)
-        self.net_d_init_iters = train_opt.get('net_d_init_iters', 0)
+        self.net_d_iters = train_opt['net_d_iters']  # defaults: realsr/option_defs.py
+        self.net_d_init_iters = train_opt['net_d_init_iters']
 
     def setup_optimizer_d(self):
         self.optimizer_d = self.get_optimizer(self.opt['train']['optim_d'], self.net_d.parameters())

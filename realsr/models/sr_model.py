@@ -93,7 +93,7 @@ class SRModel(BaseModel):
         train_opt = self.opt['train']
         self.net_g.train()
         self.setup_regularizers()
-        self.ema_decay = train_opt.get('ema_decay', 0) or 0
+        self.ema_decay = train_opt['ema_decay']  # defaults: realsr/option_defs.py
         if self.ema_decay > 0:
             logger.info('Use Exponential Moving Average with decay: %s', self.ema_decay)
             self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
