@@ -323,15 +323,27 @@ def known_dataset_keys(dataset_type):
     return None if options is None else {o.name for o in options}
 
 
+def _fill(node, section):
+    for o in SECTIONS[section]:
+        if o.fill and o.default is not None and node.get(o.name) is None:
+            node[o.name] = o.default
+    return node
+
+
 def fill_section_defaults(opt, section):
     """Write the non-None defaults of one section (``''``: the top level) into ``opt`` in place,
     if the section is there."""
     node = opt if not section else opt.get(section)
     if isinstance(node, dict):
-        for o in SECTIONS[section]:
-            if o.fill and o.default is not None and node.get(o.name) is None:
-                node[o.name] = o.default
+        _fill(node, section)
     return opt
+
+
+def with_defaults(opt, section):
+    """A copy of one section of ``opt`` (``''``: the top level; an absent section is empty) with its
+    defaults filled in, for readers that may get options built in code; ``opt`` is left as it is."""
+    node = opt if not section else opt.get(section)
+    return _fill(dict(node if isinstance(node, dict) else {}), section)
 
 
 def fill_defaults(opt, is_train):

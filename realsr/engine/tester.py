@@ -14,6 +14,7 @@ from realsr.engine.validator import Validator, write_results  # noqa: F401 (writ
 from realsr.runtime.dist import barrier
 from realsr.runtime.logger import close_file_handlers, get_root_logger
 from realsr.models import build_model
+from realsr.option_defs import with_defaults
 from realsr.options import make_exp_dirs, parse_options
 
 
@@ -35,7 +36,7 @@ def test_pipeline(root_path, argv=None):
         loaders.append(build_dataloader(test_set, dataset_opt, opt['num_gpu'], opt['dist']))
         logger.info('Number of test images in %s: %d', dataset_opt['name'], len(test_set))
     model = build_model(opt)
-    save_img = (opt.get('val') or {}).get('save_img', False)
+    save_img = with_defaults(opt, 'val')['save_img']
     validator = Validator(opt)
     results = []
     for loader in loaders:  # under a launcher every rank tests its share of each set (see Validator)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from realsr.metrics import calculate_metric
+from realsr.option_defs import with_defaults
 from realsr.runtime.dist import get_dist_info
 from realsr.runtime.rng import preserved_rng
 from realsr.utils.img_util import imwrite, tensor2img
@@ -62,10 +63,10 @@ class Validator:
 
     def __init__(self, opt, scalar_sinks=()):
         self.opt = opt
-        val_opt = opt.get('val') or {}
+        val_opt = with_defaults(opt, 'val')  # the defaults of realsr/option_defs.py
         self.metrics_opt = val_opt.get('metrics') or {}
-        self.use_pbar = val_opt.get('pbar', True)
-        self.compare_bicubic = val_opt.get('compare_bicubic', False)
+        self.use_pbar = val_opt['pbar']
+        self.compare_bicubic = val_opt['compare_bicubic']
         self.suffix = val_opt.get('suffix') or opt['name']
         self.scalar_sinks = [sink for sink in scalar_sinks if sink is not None]
         self.best_metric_results = {}

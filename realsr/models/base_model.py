@@ -10,7 +10,7 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from realsr.option_defs import fill_section_defaults
+from realsr.option_defs import fill_section_defaults, with_defaults
 from realsr.runtime import checkpoint, model_files
 from realsr.runtime.compile import compile_allowed, compile_network
 from realsr.runtime.dist import master_only, reduce_loss_dict
@@ -91,7 +91,7 @@ class BaseModel:
             # an arch whose buffers never change in training (SwinIR/DRCT: relative position index,
             # shift masks) declares constant_buffers; re-broadcasting them every forward is waste
             net = DistributedDataParallel(net, device_ids=device_ids,
-                                          find_unused_parameters=self.opt.get('find_unused_parameters', False),
+                                          find_unused_parameters=with_defaults(self.opt, '')['find_unused_parameters'],
                                           broadcast_buffers=not getattr(checkpoint.unwrap(net), 'constant_buffers',
                                                                         False))
         elif self.uses_data_parallel():

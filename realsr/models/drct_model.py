@@ -24,6 +24,7 @@ import torch
 
 from realsr.models.realesrgan_model import RealESRGANModel, RealESRNetModel
 from realsr.models.sr_model import SRModel
+from realsr.option_defs import with_defaults
 from realsr.registry import MODEL_REGISTRY
 from realsr.utils.tiling import TEST_PAD_MODES, padded_forward, size_multiple
 # the padding helpers live in realsr.utils.tiling; the old names stay importable from here
@@ -39,7 +40,7 @@ class WindowPaddedTestMixin:
         return int((self.opt.get('network_g') or {}).get('window_size') or 1)
 
     def _test_pad_mode(self):
-        mode = (self.opt.get('val') or {}).get('pad_mode', 'reflect')
+        mode = with_defaults(self.opt, 'val')['pad_mode']
         if mode not in TEST_PAD_MODES:
             raise ValueError(f'val.pad_mode={mode!r}; use one of {TEST_PAD_MODES}.')
         return mode
