@@ -60,12 +60,12 @@ DEGRADATION_TOP = (
       for s in DASR_SPACE_SUFFIXES for k, kind, doc in _STAGE),
     Option('gt_size', 'int', None, 'GT patch size cut from each degraded crop (a multiple of scale)', minimum=1),
     Option('queue_size', 'int', None, 'training-pair pool size (default 180; 0 disables the pool)', minimum=0),
-    Option('high_order_degradation', 'bool', None, 'degrade GT on the fly (default true); false: paired data'),
-    Option('gt_usm', 'bool', None, 'sharpen the GT with USM before the losses'),
-    Option('l1_gt_usm', 'bool', None, 'pixel loss against the sharpened GT (default true)'),
-    Option('percep_gt_usm', 'bool', None, 'perceptual loss against the sharpened GT (default true)'),
-    Option('gan_gt_usm', 'bool', None, 'GAN loss against the sharpened GT (default false)'),
-    Option('per_sample', 'bool', None, 'draw every degradation choice per sample instead of per batch'),
+    Option('high_order_degradation', 'bool', True, 'degrade GT on the fly; false: paired data', fill=False),
+    Option('gt_usm', 'bool', False, 'sharpen the GT with USM before the losses', fill=False),
+    Option('l1_gt_usm', 'bool', True, 'pixel loss against the sharpened GT', fill=False),
+    Option('percep_gt_usm', 'bool', True, 'perceptual loss against the sharpened GT', fill=False),
+    Option('gan_gt_usm', 'bool', False, 'GAN loss against the sharpened GT', fill=False),
+    Option('per_sample', 'bool', False, 'draw every degradation choice per sample instead of per batch', fill=False),
     Option('degree_list', 'list', None, "DASR's degradation spaces (weak/standard/severe names)"),
     Option('degree_prob', 'list', None, "DASR's probability of each space"),
     Option('num_networks', 'int', None, "DASR's number of experts; must equal network_g.num_models", minimum=1),
@@ -176,7 +176,7 @@ VAL = (
     Option('pad_mode', 'str', 'reflect', 'window padding of DRCT/SwinIR/HAT test inputs', choices=('reflect', 'flip')),
 )
 TILE = (
-    Option('tile_size', 'int', None, 'tile side in LQ pixels (0: no tiling)', minimum=0),
+    Option('tile_size', 'int', 0, 'tile side in LQ pixels (0: no tiling)', minimum=0),
     Option('tile_pad', 'int', 10, 'overlap of neighbouring tiles in LQ pixels', minimum=0),
 )
 METRIC = (
@@ -238,8 +238,8 @@ _PAIRED = (
     Option('meta_info_file', 'str', None, 'text file listing the image names to use'),
     Option('filename_tmpl', 'str', None, "LQ file-name template, e.g. '{}x4' (default '{}')"),
     Option('gt_size', 'int', None, 'GT patch size for training (a multiple of scale)', minimum=1),
-    Option('use_hflip', 'bool', None, 'random horizontal flips (training)'),
-    Option('use_rot', 'bool', None, 'random 90-degree rotations and vertical flips (training)'),
+    Option('use_hflip', 'bool', False, 'random horizontal flips (training)', fill=False),
+    Option('use_rot', 'bool', False, 'random 90-degree rotations and vertical flips (training)', fill=False),
     Option('color', 'str', None, "'y': use the Y channel only", choices=('y',)),
     Option('mean', 'list', None, 'per-channel mean subtracted from the images'),
     Option('std', 'list', None, 'per-channel std the images are divided by'),
@@ -250,9 +250,9 @@ _REALESRGAN = (
     Option('meta_info_file', 'str', None, 'as meta_info (the spelling of the Real-DRCT files)'),
     Option('gt_size', 'int', None, 'GT patch size (a multiple of scale; Real-ESRGAN also reads the top-level key)',
            minimum=1),
-    Option('use_hflip', 'bool', None, 'random horizontal flips (default true)'),
-    Option('use_rot', 'bool', None, 'random 90-degree rotations and vertical flips'),
-    Option('crop_pad_size', 'int', None, 'GT crops are cropped/padded to this size (default 400)', minimum=1),
+    Option('use_hflip', 'bool', True, 'random horizontal flips', fill=False),
+    Option('use_rot', 'bool', False, 'random 90-degree rotations and vertical flips', fill=False),
+    Option('crop_pad_size', 'int', 400, 'GT crops are cropped/padded to this size', minimum=1, fill=False),
 )
 _KERNEL = (
     ('blur_kernel_size', 'int', 'kernel size (the reference ignores it: kernel_range decides)'),

@@ -109,6 +109,35 @@ def test_a_read_without_a_definition_is_caught():
     assert set(undefined_reads(reads, _defined_names())) == {'undefined_key', 'other_undefined'}
 
 
+# Keys left out: options built in code (tests, scripts) without num_gpu run on the CPU, while
+# parse_options fills 'auto' for option files; 'type' names a different thing in every section.
+CODE_FALLBACKS = {'num_gpu', 'type'}
+
+
+def conflicting_reader_defaults(trees):
+    """``.get('<defined key>', <constant>)`` whose constant is none of that key's defined defaults
+    (where a default is defined): a second default that has drifted from the definitions."""
+    defaults = {}
+    for _, o in defs.all_definitions():
+        if o.default is not None:
+            defaults.setdefault(o.name, set()).add(repr(o.default))
+    out = []
+    for rel, tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == 'get' \
+                    and len(node.args) == 2 and all(isinstance(a, ast.Constant) for a in node.args):
+                key, value = node.args[0].value, node.args[1].value
+                if key in defaults and key not in CODE_FALLBACKS and repr(value) not in defaults[key]:
+                    out.append(f'{rel}:{node.lineno}: {key} defaults to {value!r}, defined as {defaults[key]}')
+    return out
+
+
+def test_reader_fallbacks_agree_with_the_definitions():
+    assert conflicting_reader_defaults(_reader_trees()) == []
+    drifted = ast.parse("def f(opt):\n    return opt['logger'].get('print_freq', 50)\n")
+    assert len(conflicting_reader_defaults([('fake.py', drifted)])) == 1
+
+
 def test_builtin_tables_cover_every_registered_model_and_dataset():
     from realsr.registry import DATASET_REGISTRY, MODEL_REGISTRY
     for name, cls in MODEL_REGISTRY:
