@@ -108,7 +108,7 @@ def test_the_misspellings_cover_every_section():
             if where[:1] == ('train',) and str(where[1:2][0] if where[1:] else '').endswith('_opt'):
                 seen.add('train.<loss>')
     assert {'network_g', 'network_g.type', 'datasets', 'train', 'train.<loss>', 'val', 'logger', 'logger.wandb',
-            'path'} <= seen, seen
+            'path', 'regularizers', 'regularizers.type', 'datasets_grid'} <= seen, seen
 
 
 def test_misspell_changes_the_key():
