@@ -14,13 +14,27 @@ import sys
 from realsr.data.errors import DATASET_ERROR_EXIT_STATUS, DatasetError
 from realsr.engine.out_of_memory import OUT_OF_MEMORY_EXIT_STATUS, OutOfMemoryStop
 from realsr.runtime.checkpoint import ResumeError
+from realsr.runtime.dist import shutdown
 from realsr.runtime.logger import LOGGER_NAME
+from realsr.runtime.preemption import TrainingStopped
 from realsr.runtime.train_step import NonFiniteError
 from realsr.runtime.watchdog import TIMEOUT_EXIT_STATUS, CollectiveTimeout
 from realsr.option_schema import OptionError
 
 
 def run_pipeline(pipeline, argv=None):
+    # The process group is destroyed after a finished run or a graceful stop, when every rank is done
+    # with collectives. Not after an error: with NCCL, destroying after a timed-out collective can hang.
+    try:
+        result = _run_pipeline(pipeline, argv)
+    except TrainingStopped:
+        shutdown()
+        raise
+    shutdown()
+    return result
+
+
+def _run_pipeline(pipeline, argv=None):
     try:
         return pipeline(os.getcwd(), argv)
     except OptionError as err:

@@ -93,6 +93,14 @@ def init_process_group(backend, timeout=None):
     if set_later:
         dist.distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=timeout))
 
+def shutdown():
+    """Destroy the process group at the end of a run. Left to interpreter exit, gloo's threads can be
+    torn down in the wrong order and abort the process ("terminate called without an active exception")
+    after the work is done. Local only: no collective, so it never waits for another rank."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def get_dist_info():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()

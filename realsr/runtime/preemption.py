@@ -51,6 +51,7 @@ class StopRequest:
             watch_parent = launched_by_launcher()
         self._parent_pid = os.getppid() if watch_parent else None
         self._flag = None  # the all_reduce buffer, made once
+        self._unannounced = False  # a signal arrived that local() has not logged yet
 
     # -- the signal handlers -----------------------------------------------------------------
     def install(self):
@@ -80,9 +81,10 @@ class StopRequest:
             os.kill(os.getpid(), signum)
             return
         self.signum = signum
-        # Logging from a handler is safe in CPython (it runs between bytecodes of the main thread).
-        self.logger.warning('%s received: finishing this iteration, then saving a resumable state '
-                            '(send it again to stop at once, without saving).', signal.Signals(signum).name)
+        # No logging here: the handler runs between two bytecodes of the main thread, possibly inside a
+        # log handler's write, and a buffered file is not reentrant ("reentrant call inside BufferedWriter").
+        # The loop logs the request at its next check (local()).
+        self._unannounced = True
 
     # -- the per-iteration check ---------------------------------------------------------------
     def _check_parent(self):
@@ -93,6 +95,10 @@ class StopRequest:
 
     def local(self):
         """This process's request: the signal number to stop for, or 0. No collective."""
+        if self._unannounced:
+            self._unannounced = False
+            self.logger.warning('%s received: finishing this iteration, then saving a resumable state '
+                                '(send it again to stop at once, without saving).', signal.Signals(self.signum).name)
         self._check_parent()
         return int(self.signum)
 
