@@ -44,9 +44,16 @@ def _strings(trees):
     return out
 
 
+# Options whose only reader is a cross-field check of the checker, each with why it exists at all.
+CHECKED_ONLY = {
+    'num_networks': "DASR's files carry it; the experts are built from network_g.num_models and "
+                    'network_p.num_networks, and the checker requires all three to agree',
+}
+
+
 def unread_definitions(definitions, strings):
     def read(name):
-        return name in strings or any(name.endswith(s) and name[:-len(s)] in strings and s in strings
+        return name in CHECKED_ONLY or name in strings or any(name.endswith(s) and name[:-len(s)] in strings and s in strings
                                       for s in SUFFIXES)
     return sorted({path for path, o in definitions if not read(o.name)})
 
