@@ -263,3 +263,22 @@ def test_sigterm_during_validation_or_data_loading_still_saves(tmp_path, monkeyp
     exp = tmp_path / 'experiments' / 'inproc'
     assert [p.name for p in (exp / 'training_states').iterdir()] == [f'{expected}.state']
     assert signal.getsignal(signal.SIGTERM) is before, 'the handler must be restored after the run'
+
+
+def test_under_nccl_the_stop_flag_goes_through_a_gloo_group_on_the_cpu(tmp_path, monkeypatch):
+    """The per-iteration agreement must not read a device tensor (a host sync every step on a GPU):
+    under an NCCL job it uses a gloo group of its own and a CPU flag. Simulated with a one-process
+    gloo world that reports 'nccl'."""
+    import torch.distributed as dist
+    from realsr.runtime.preemption import StopRequest
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(dist, 'get_backend', lambda group=None: 'nccl')
+        stop = StopRequest(watch_parent=False)
+        assert stop.agreed(world_size=2, timeout_s=30) == 0
+        assert stop._group is not None and stop._flag.device.type == 'cpu'
+        stop.signum = signal.SIGTERM
+        assert stop.agreed(world_size=2, timeout_s=30) == signal.SIGTERM
+    finally:
+        monkeypatch.undo()
+        dist.destroy_process_group()

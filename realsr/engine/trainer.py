@@ -271,7 +271,7 @@ def train_pipeline(root_path, argv=None):
                 if kill_after and current_iter >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)
             with watchdog.phase('collective:stop_flag'):  # every rank stops at the same iteration
-                stop_signal = stop.agreed(opt['world_size'], model.device)
+                stop_signal = stop.agreed(opt['world_size'], dist_timeout(opt.get('dist_params')))
             if stop_signal:
                 if current_iter % save_freq:
                     save_state()

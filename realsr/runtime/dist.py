@@ -93,6 +93,7 @@ def init_process_group(backend, timeout=None):
     if set_later:
         dist.distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=timeout))
 
+
 def shutdown():
     """Destroy the process group at the end of a run. Left to interpreter exit, gloo's threads can be
     torn down in the wrong order and abort the process ("terminate called without an active exception")

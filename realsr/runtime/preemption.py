@@ -7,6 +7,7 @@ The signal handler only records the request; the training loop finishes its iter
 SIGINT), as a shell reports a process ended by that signal. A second signal ends the process at
 once through the default handler.
 """
+import datetime
 import logging
 import os
 import signal
@@ -51,6 +52,7 @@ class StopRequest:
             watch_parent = launched_by_launcher()
         self._parent_pid = os.getppid() if watch_parent else None
         self._flag = None  # the all_reduce buffer, made once
+        self._group = None  # the process group of the flag: None (the default, gloo) or a gloo group under NCCL
         self._unannounced = False  # a signal arrived that local() has not logged yet
 
     # -- the signal handlers -----------------------------------------------------------------
@@ -102,14 +104,19 @@ class StopRequest:
         self._check_parent()
         return int(self.signum)
 
-    def agreed(self, world_size, device=None):
+    def agreed(self, world_size, timeout_s=None):
         """The stop every rank agrees on (max over ranks of :meth:`local`); one small all_reduce
-        when ``world_size > 1`` (a CPU tensor for gloo, a device tensor for NCCL), none otherwise."""
+        when ``world_size > 1`` (a CPU tensor, over gloo even in an NCCL job), none otherwise."""
         value = self.local()
         if world_size <= 1:
             return value
-        if self._flag is None:  # made once; NCCL reduces device tensors only
-            self._flag = torch.zeros((), dtype=torch.int32, device=device if dist.get_backend() == 'nccl' else 'cpu')
+        if self._flag is None:  # made once, by every rank at the same iteration (new_group is collective)
+            # A CPU tensor over gloo: with NCCL, a device flag read by .item() would wait for the GPU to
+            # finish the step every iteration and end the CPU's run-ahead. Under an NCCL job the flag goes
+            # through a small gloo group of its own, so the check never touches the device.
+            timeout = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
+            self._group = dist.new_group(backend='gloo', timeout=timeout) if dist.get_backend() != 'gloo' else None
+            self._flag = torch.zeros((), dtype=torch.int32)
         self._flag.fill_(value)
-        dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
-        return int(self._flag.item())  # the one host sync of the check
+        dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, group=self._group)
+        return int(self._flag.item())  # a CPU tensor: no device sync
