@@ -276,3 +276,12 @@ def test_jpeg_exif_orientation_is_applied(tmp_path):
     gray.save(tmp_path / 'g.jpg', quality=95)
     assert _run(['-i', str(tmp_path / 'g.jpg'), '-o', str(tmp_path / 'o'), '--model', model] + ARGS) == 0
     assert cv2.imread(str(tmp_path / 'o' / 'g_out.png'), cv2.IMREAD_UNCHANGED).shape == (16, 24)
+
+
+def test_a_folder_of_folders_names_them(tmp_path, capsys):
+    """BasicSR's layout (LR_bicubic/X2, X4): -i at the parent finds no image, and says where they are."""
+    _, model = _model(tmp_path)
+    for sub in ('X2', 'X4'):
+        (tmp_path / 'LR_bicubic' / sub).mkdir(parents=True)
+    _run(['-i', str(tmp_path / 'LR_bicubic'), '-o', str(tmp_path / 'out'), '--model', model])  # arch detected
+    assert 'it has the folders X2, X4: point -i at one of them' in capsys.readouterr().err

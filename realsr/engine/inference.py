@@ -344,7 +344,9 @@ def run(args):
     for path in skipped:
         print(f'realsr-infer: skipping {path!r} (not an image file extension)', file=sys.stderr)
     if not files:
-        print(f'realsr-infer: no image files in {args.input!r}', file=sys.stderr)
+        subfolders = sorted(e.name for e in os.scandir(args.input) if e.is_dir()) if os.path.isdir(args.input) else []
+        hint = f" (it has the folders {', '.join(subfolders)}: point -i at one of them)" if subfolders else ''
+        print(f'realsr-infer: no image files in {args.input!r}{hint}', file=sys.stderr)
     try:
         os.makedirs(args.output, exist_ok=True)
     except OSError as err:  # a file of that name, no permission, ...
