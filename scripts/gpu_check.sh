@@ -451,6 +451,8 @@ def cmd_ddp_yaml(args):
     opt['name'] = 'check_ddp'
     opt['datasets']['train']['accum_iter'] = 2
     opt.update(use_amp=True, amp_bf16=args.device != 'cuda', use_channels_last=True)
+    # the option file's dist_params.backend is honoured: nccl on a GPU, gloo for the CPU dry run
+    opt.setdefault('dist_params', {})['backend'] = 'nccl' if args.device == 'cuda' else 'gloo'
     print(write_yaml(args.out, opt))
     return 0
 
