@@ -109,3 +109,27 @@ def test_out_of_memory_in_validation_suggests_tiles(tmp_path, monkeypatch, capsy
     assert status == 5
     line = _one_line(err)
     assert 'CUDA out of memory in validation' in line and 'val.tile' in line and 'MSRResNet' in line
+
+
+def test_out_of_memory_in_realsr_test_suggests_tiles(tmp_path, monkeypatch, capsys):
+    """realsr-test: one line naming the arch and val.tile, exit 5 (no training batch to report)."""
+    import cv2
+    import numpy as np
+    from realsr import test as test_entry
+    from realsr.models.sr_model import SRModel
+    from test_eval_realsrset import OPT_FILE, TINY
+    lq = tmp_path / 'lq'
+    lq.mkdir()
+    cv2.imwrite(str(lq / 'a.png'), np.full((12, 12, 3), 128, np.uint8))
+    net = tmp_path / 'net.pth'
+    from realsr.registry import ARCH_REGISTRY
+    torch.save({'params_ema': ARCH_REGISTRY.get('MSRResNet_details')(num_feat=8, num_block=1).state_dict()}, net)
+    monkeypatch.setattr(SRModel, 'infer', _raise_oom)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        test_entry.main(['-opt', OPT_FILE, '--force_yml', f'datasets:test_1:dataroot_lq={lq}',
+                         f'path:pretrain_network_g={net}', 'num_gpu=0', 'val:metrics=~', *TINY])
+    assert exc.value.code == 5
+    line = _one_line(capsys.readouterr().err)
+    assert 'CUDA out of memory in testing' in line and 'network_g MSRResNet_details' in line and 'val.tile' in line
+    assert 'batch_size_per_gpu' not in line, line

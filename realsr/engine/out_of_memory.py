@@ -24,7 +24,9 @@ def out_of_memory_message(opt, phase, err=None):
     where = f"device {opt.get('device', '?')}"
     settings = (f'datasets.train.batch_size_per_gpu {batch}, datasets.train.accum_iter {accum}, '
                 f'datasets.train.gt_size {crop}, network_g {net}')
-    if phase == 'validation':
+    if phase == 'testing':  # realsr-test: no training batch or crop to report
+        settings = f'network_g {net}'
+    if phase in ('validation', 'testing'):
         tile = (opt.get('val') or {}).get('tile') or opt.get('tile')
         hint = ('set a smaller val.tile.tile_size' if tile else
                 'set val.tile: {tile_size: 256, tile_pad: 16} to validate large images in tiles')

@@ -10,6 +10,7 @@ import torch
 from realsr.data import build_dataset
 from realsr.data.loader import build_dataloader
 from realsr.engine.dry_run import run_dry_run
+from realsr.engine.out_of_memory import explain_out_of_memory
 from realsr.engine.validator import Validator, write_results  # noqa: F401 (write_results: the tables' writer)
 from realsr.runtime.dist import barrier
 from realsr.runtime.logger import close_file_handlers, get_root_logger
@@ -41,7 +42,8 @@ def test_pipeline(root_path, argv=None):
     results = []
     for loader in loaders:  # under a launcher every rank tests its share of each set (see Validator)
         logger.info('Testing %s...', loader.dataset.opt['name'])
-        results.append(validator.validate(model, loader, current_iter=opt['name'], save_img=save_img))
+        with explain_out_of_memory(opt, 'testing'):
+            results.append(validator.validate(model, loader, current_iter=opt['name'], save_img=save_img))
     if results and opt['rank'] == 0:
         paths = write_results(results, opt['path']['results_root'])
         logger.info('Metrics written to %s', ', '.join(paths))

@@ -136,30 +136,30 @@ class Validator:
                            num_workers=getattr(loader, 'num_workers', 0),
                            collate_fn=getattr(loader, 'collate_fn', None))
         entries = []
-        pbar = tqdm(total=len(indices), unit='image', desc=f'Validate {dataset_name}', leave=False,
-                    disable=not self.use_pbar or rank != 0)
-        for index, data in zip(indices, share):
-            img_name = os.path.splitext(os.path.basename(data['lq_path'][0]))[0]
-            gt_img = tensor2img(data['gt']) if 'gt' in data else None
-            baseline = None
-            if need_baseline and gt_img is not None:
-                bicubic = tensor2img(_bicubic_upsample(data['lq'], data['gt'].shape[-2:]))
-                baseline = {name: float(calculate_metric({'img': bicubic, 'img2': gt_img}, mopt))
-                            for name, mopt in self.metrics_opt.items()}
-            sr_img = tensor2img(model.infer(data['lq']).detach().cpu())
-            if save_img:
-                imwrite(sr_img, self._image_path(dataset_name, img_name, current_iter))
-            record = {'name': img_name}
-            for name, mopt in self.metrics_opt.items():
-                if gt_img is None and mopt['type'] not in NO_REFERENCE_METRICS:
-                    raise ValueError(f"val.metrics.{name} ({mopt['type']}) needs ground truth, but dataset "
-                                     f"'{dataset_name}' has none (no dataroot_gt); use a no-reference metric such as "
-                                     'calculate_niqe or remove the metric for this dataset')
-                record[name] = float(calculate_metric({'img': sr_img, 'img2': gt_img}, mopt))
-            entries.append((index, record, baseline))
-            pbar.update(1)
-            pbar.set_postfix_str(img_name)
-        pbar.close()
+        # a context manager: an error (e.g. out of memory) must not leave the bar glued to its message
+        with tqdm(total=len(indices), unit='image', desc=f'Validate {dataset_name}', leave=False,
+                  disable=not self.use_pbar or rank != 0) as pbar:
+            for index, data in zip(indices, share):
+                img_name = os.path.splitext(os.path.basename(data['lq_path'][0]))[0]
+                gt_img = tensor2img(data['gt']) if 'gt' in data else None
+                baseline = None
+                if need_baseline and gt_img is not None:
+                    bicubic = tensor2img(_bicubic_upsample(data['lq'], data['gt'].shape[-2:]))
+                    baseline = {name: float(calculate_metric({'img': bicubic, 'img2': gt_img}, mopt))
+                                for name, mopt in self.metrics_opt.items()}
+                sr_img = tensor2img(model.infer(data['lq']).detach().cpu())
+                if save_img:
+                    imwrite(sr_img, self._image_path(dataset_name, img_name, current_iter))
+                record = {'name': img_name}
+                for name, mopt in self.metrics_opt.items():
+                    if gt_img is None and mopt['type'] not in NO_REFERENCE_METRICS:
+                        raise ValueError(f"val.metrics.{name} ({mopt['type']}) needs ground truth, but dataset "
+                                         f"'{dataset_name}' has none (no dataroot_gt); use a no-reference metric "
+                                         'such as calculate_niqe or remove the metric for this dataset')
+                    record[name] = float(calculate_metric({'img': sr_img, 'img2': gt_img}, mopt))
+                entries.append((index, record, baseline))
+                pbar.update(1)
+                pbar.set_postfix_str(img_name)
         return entries
 
     def _image_path(self, dataset_name, img_name, current_iter):
