@@ -16,9 +16,9 @@ import json
 import numbers
 import os
 import sys
-import tempfile
 
 from realsr import option_defs as defs
+from realsr.utils.atomic_write import write_atomic
 
 SCHEMA_DIALECT = 'https://json-schema.org/draft/2020-12/schema'
 _JSON_TYPES = {'int': 'integer', 'num': 'number', 'bool': 'boolean', 'str': 'string', 'list': 'array',
@@ -201,19 +201,6 @@ def build_schema():
     return {'$schema': SCHEMA_DIALECT, 'title': 'realsr option file', **top}
 
 
-def _write_atomic(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='realsr-options', description=__doc__.split('\n\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
@@ -225,7 +212,7 @@ def main(argv=None):
     if args.command == 'schema':
         text = json.dumps(build_schema(), indent=1) + '\n'
         if args.output:
-            _write_atomic(args.output, text)
+            write_atomic(args.output, text)
             print(f'wrote {args.output}', file=sys.stderr)
         else:
             sys.stdout.write(text)

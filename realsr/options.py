@@ -18,6 +18,7 @@ import yaml
 from realsr import compat
 from realsr.benchmark.grid import expand_dataset_grid
 from realsr.option_defs import fill_defaults, known_dataset_keys
+from realsr.utils.atomic_write import write_atomic
 from realsr.option_schema import OptionError, validate_options
 from realsr.runtime.model_files import resolve_auto_networks
 from realsr.utils.yaml_util import yaml_load, yaml_load_text
@@ -257,8 +258,5 @@ def copy_opt_file(opt_file, experiments_root):
     with open(opt_file, encoding='utf-8') as f:
         lines = f.readlines()
     header = [f'# GENERATE TIME: {datetime.datetime.now()}\n', '# CMD:\n', '# ' + ' '.join(sys.argv) + '\n\n']
-    tmp = target + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.writelines(header + lines)
-    os.replace(tmp, target)
+    write_atomic(target, ''.join(header + lines))
     shutil.copymode(opt_file, target)

@@ -7,7 +7,6 @@ import functools
 import multiprocessing
 import os
 import sys
-import uuid
 
 try:
     import realsr  # noqa: F401
@@ -15,6 +14,7 @@ except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from realsr.data.data_util import IMG_EXTENSIONS, scandir  # noqa: E402
+from realsr.utils.atomic_write import write_atomic  # noqa: E402
 
 __all__ = ['PrepError', 'list_images', 'relative_prefix', 'check_name_tokens', 'write_bytes_atomic',
            'write_lines_atomic', 'run_parallel', 'default_n_thread']
@@ -55,23 +55,9 @@ def check_name_tokens(names, separator, where):
 
 
 def write_bytes_atomic(path, data):
-    """Write ``data`` to ``path`` through a hidden temporary file in the same folder and ``os.replace``.
-
-    A file at its final name is therefore always complete, which is what lets the scripts skip outputs that
-    already exist when they are run again.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``data`` atomically (realsr's shared writer): a file at its final name is always complete,
+    which is what lets the scripts skip outputs that already exist when they are run again."""
+    write_atomic(path, data)
 
 
 def write_lines_atomic(path, lines):

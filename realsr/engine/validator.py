@@ -13,7 +13,6 @@ Best-metric record (resume): ``Validator.state_dict()`` is BasicSR's ``best_metr
 (``{dataset: {metric: {'better', 'val', 'iter'}}}``). The trainer stores it in the ``.state`` under
 that key and restores it with ``load_state_dict``; it is the same on every rank.
 """
-import contextlib
 import copy
 import csv
 import io
@@ -30,6 +29,7 @@ from realsr.metrics import calculate_metric
 from realsr.option_defs import with_defaults
 from realsr.runtime.dist import get_dist_info
 from realsr.runtime.rng import preserved_rng
+from realsr.utils.atomic_write import write_atomic
 from realsr.utils.img_util import imwrite, tensor2img
 
 logger = logging.getLogger('realsr')
@@ -211,7 +211,7 @@ def write_results(results, out_dir):
     texts = [_per_image_csv(results, metric_names), _average_csv(results, metric_names),
              _markdown(results, metric_names)]
     for path, text in zip(paths, texts):
-        _write_text_atomic(path, text)
+        write_atomic(path, text)
     return tuple(paths)
 
 
@@ -257,14 +257,3 @@ def _fmt(value):
     return '' if value is None else repr(float(value))
 
 
-def _write_text_atomic(path, text):
-    """Write ``text`` to a temporary name beside ``path``, then rename: a reader sees the old file or the new."""
-    tmp = f'{path}.tmp-{os.getpid()}'
-    try:
-        with open(tmp, 'w', newline='', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):  # a failed clean-up must not hide the real error
-            if os.path.exists(tmp):
-                os.remove(tmp)
