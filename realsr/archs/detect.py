@@ -15,6 +15,7 @@ import re
 import torch
 
 from realsr.registry import ARCH_REGISTRY
+from realsr.utils.state_dict import state_dict_diff, strip_module_prefix
 
 
 class ArchNotDetected(ValueError):
@@ -229,9 +230,7 @@ DETECTORS = [
 # -- verification ---------------------------------------------------------------------------------
 def _mismatch(net, sd):
     own = net.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+    missing, unexpected, shapes = state_dict_diff(own, sd)
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -255,8 +254,7 @@ def detect_arch(state_dict, source=None):
     """``(type_name, kwargs)`` of the realsr arch whose keys and shapes are exactly those of
     ``state_dict`` (a bare state dict: pick ``params_ema``/``params`` first). Raises
     :class:`ArchNotDetected` listing what was tried."""
-    sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()
-          if isinstance(v, torch.Tensor)}
+    sd = {k: v for k, v in strip_module_prefix(state_dict).items() if isinstance(v, torch.Tensor)}
     tried = []
     for family, detector in DETECTORS:
         try:

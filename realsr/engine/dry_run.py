@@ -18,6 +18,7 @@ import torch
 
 from realsr import compat
 from realsr.option_schema import OptionError
+from realsr.utils.state_dict import state_dict_diff, strip_module_prefix
 
 # At most this many names of one kind (missing keys, missing files) are listed in one problem.
 _LIST_AT_MOST = 8
@@ -168,15 +169,13 @@ def _check_pretrained(opt, nets, problems, notes):
         except Exception as err:
             problems.append(f"'{where}': {err}")
             continue
-        state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+        state = strip_module_prefix(state)
         if getattr(net, 'is_msrresnet_state_dict', None) is not None and net.is_msrresnet_state_dict(state):
             notes.append(f'{where}: an MSRResNet checkpoint, repeated over the experts of {type(net).__name__}')
             continue
         expected = net.state_dict()
-        missing = set(expected) - set(state)
-        unexpected = set(state) - set(expected)
-        mismatched = [f'{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}' for k in set(state) & set(expected)
-                      if tuple(state[k].shape) != tuple(expected[k].shape)]
+        missing, unexpected, mismatched = state_dict_diff(expected, state)
+        mismatched = [f'{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}' for k in mismatched]
         if _strict_for(path_opt, name) and (missing or unexpected or mismatched):
             parts = [f"'{where}': {load_path!r} [{param_key}] does not match network_{name} "
                      f'({type(net).__name__}) under strict_load_{name}: true']

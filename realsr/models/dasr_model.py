@@ -35,6 +35,7 @@ from realsr.losses.ldl_loss import get_refined_artifact_map
 from realsr.models.realesrgan_model import DiscriminatorMixin, OnTheFlyDegradationMixin
 from realsr.models.sr_model import SRModel
 from realsr.registry import MODEL_REGISTRY
+from realsr.utils.state_dict import strip_module_prefix
 from realsr.utils.tiling import padded_forward
 
 logger = logging.getLogger('realsr')
@@ -46,10 +47,6 @@ _GT_USM_KEYS = ('gt_usm', 'l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')
 def msrresnet_block_count(state_dict):
     """Number of residual blocks of an MSRResNet state dict (keys ``body.<i>.conv1.weight``)."""
     return len({k.split('.')[1] for k in state_dict if k.startswith('body.') and k.endswith('.conv1.weight')})
-
-
-def _strip_module_prefix(state_dict):
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state_dict.items()}
 
 
 @MODEL_REGISTRY.register()
@@ -93,7 +90,7 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
             return False
         strict = path_opt.get('strict_load_g', True)
         bare = checkpoint.unwrap(net)
-        state = _strip_module_prefix(checkpoint.read_network_file(load_path, param_key))
+        state = strip_module_prefix(checkpoint.read_network_file(load_path, param_key))
         if not (hasattr(bare, 'load_msrresnet_state_dict') and bare.is_msrresnet_state_dict(state)):
             checkpoint.load_network(net, load_path, strict, param_key)
             return True

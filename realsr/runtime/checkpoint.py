@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from realsr.runtime import model_files
 from realsr.runtime.dist import get_dist_info
+from realsr.utils.state_dict import state_dict_diff, strip_module_prefix
 
 logger = logging.getLogger('realsr')
 
@@ -229,12 +230,9 @@ def load_network(net, load_path, strict=True, param_key='params'):
     """Load weights into ``net``. With ``strict=False`` keys whose shapes differ are skipped
     (BasicSR renames them ``<key>.ignore``) and reported."""
     net = unwrap(net)
-    state = collections.OrderedDict(
-        (k[len('module.'):] if k.startswith('module.') else k, v) for k, v in read_network_file(load_path, param_key).items())
+    state = strip_module_prefix(read_network_file(load_path, param_key))
     own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
+    missing, unexpected, mismatched = state_dict_diff(own, state)
     if strict and (missing or unexpected or mismatched):
         lines = [f'{load_path!r} does not match {type(net).__name__} (strict loading):']
         if missing:
