@@ -337,7 +337,7 @@ def test_auto_resume_says_which_state(tmp_path, monkeypatch, capsys, pair_folder
     exp = tmp_path / 'experiments' / 'again'
     (exp / 'training_states').mkdir(parents=True)
     (exp / 'models').mkdir()
-    torch.save({'iter': 4, 'epoch': 1}, exp / 'training_states' / '4.state')
+    torch.save({'iter': 4, 'epoch': 1, 'optimizers': [], 'schedulers': []}, exp / 'training_states' / '4.state')
     _small_net_weights(exp / 'models' / 'net_g_4.pth')
     from realsr import train as train_cli
     monkeypatch.chdir(tmp_path)
@@ -376,3 +376,21 @@ def test_the_issues_bad_values_exit_2_naming_the_key(change, key, tmp_path, monk
     opt = train_options(pair_folders, 'bad')
     change(opt)
     assert key in _bad(opt, tmp_path, monkeypatch, capsys)
+
+
+def test_auto_resume_dry_run_skips_what_the_run_would_skip(tmp_path, monkeypatch, capsys, pair_folders):
+    """--dry_run --auto_resume picks the checkpoint the run would: a truncated newest state is skipped and named."""
+    exp = tmp_path / 'experiments' / 'again'
+    (exp / 'training_states').mkdir(parents=True)
+    (exp / 'models').mkdir()
+    torch.save({'iter': 4, 'epoch': 1, 'optimizers': [], 'schedulers': []}, exp / 'training_states' / '4.state')
+    _small_net_weights(exp / 'models' / 'net_g_4.pth')
+    (exp / 'training_states' / '8.state').write_bytes(b'PK\x03\x04 cut by a kill')
+    _small_net_weights(exp / 'models' / 'net_g_8.pth')
+    from realsr import train as train_cli
+    monkeypatch.chdir(tmp_path)
+    write_yaml(tmp_path / 'again.yml', train_options(pair_folders, 'again'))
+    assert train_cli.main(['-opt', str(tmp_path / 'again.yml'), '--dry_run', '--auto_resume']) is None
+    out = capsys.readouterr().out
+    assert '--auto_resume would skip: ' in out and '8.state is unreadable' in out
+    assert f"--auto_resume: would resume from {exp / 'training_states' / '4.state'} (iteration 4)" in out

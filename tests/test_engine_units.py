@@ -150,16 +150,18 @@ def test_atomic_save_never_leaves_half_a_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / 'models') == ['net_g_1.pth']  # no temporary file left
 
 
-def test_find_latest_state_skips_states_without_network(tmp_path):
+def test_find_resumable_state_skips_states_without_network(tmp_path):
     states, models = tmp_path / 'training_states', tmp_path / 'models'
     states.mkdir()
     models.mkdir()
     for it in (5, 10, 20):
-        (states / f'{it}.state').write_bytes(b'x')
+        torch.save({'iter': it, 'epoch': 0, 'optimizers': [], 'schedulers': []}, states / f'{it}.state')
     for it in (5, 10):
-        (models / f'net_g_{it}.pth').write_bytes(b'x')
-    assert checkpoint.find_latest_state(str(states), str(models)) == str(states / '10.state')
-    assert checkpoint.find_latest_state(str(tmp_path / 'none')) is None
+        torch.save({'params': {}}, models / f'net_g_{it}.pth')
+    path, state, skipped = checkpoint.find_resumable_state(str(states), str(models))
+    assert path == str(states / '10.state') and state['iter'] == 10
+    assert len(skipped) == 1 and 'net_g_20' in skipped[0]
+    assert checkpoint.find_resumable_state(str(tmp_path / 'none'), str(models)) == (None, None, [])
 
 
 class _Tiny(nn.Module):

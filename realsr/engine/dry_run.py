@@ -17,6 +17,7 @@ import shutil
 import torch
 
 from realsr import compat
+from realsr.engine.resume import resume_network_labels
 from realsr.option_schema import OptionError
 from realsr.utils.state_dict import state_dict_diff, strip_module_prefix
 
@@ -197,10 +198,13 @@ def _check_resume(opt, problems, notes):
     from realsr.runtime import checkpoint
     path_opt = opt.get('path') or {}
     where, state_path = 'path.resume_state', path_opt.get('resume_state')
-    if opt.get('auto_resume'):
-        latest = checkpoint.find_latest_state(path_opt['training_states'], path_opt['models'])
+    if opt.get('auto_resume'):  # the same choice as the run's, skipping damaged or incomplete checkpoints
+        latest, _, skipped = checkpoint.find_resumable_state(path_opt['training_states'], path_opt['models'],
+                                                             resume_network_labels(opt))
+        notes.extend(f'--auto_resume would skip: {reason}' for reason in skipped)
         if latest is None and state_path is None:
-            notes.append(f"--auto_resume: no training state in {path_opt['training_states']}; would start from scratch")
+            notes.append(f"--auto_resume: no usable training state in {path_opt['training_states']}; would start "
+                         'from scratch')
         where, state_path = ('--auto_resume', latest) if latest is not None else (where, state_path)
     if state_path is None:
         return

@@ -256,18 +256,6 @@ def load_network(net, load_path, strict=True, param_key='params'):
 _STATE_RE = re.compile(r'^(\d+)\.state$')
 
 
-def find_latest_state(state_dir, models_dir=None):
-    """Path of the largest ``<N>.state`` whose ``net_g_<N>.pth`` (or ``.safetensors``) also exists, or None."""
-    if not os.path.isdir(state_dir):
-        return None
-    iters = sorted((int(m.group(1)) for m in map(_STATE_RE.match, os.listdir(state_dir)) if m), reverse=True)
-    for it in iters:
-        if models_dir is None or model_files.network_file(models_dir, 'net_g', it):
-            return os.path.join(state_dir, f'{it}.state')
-        logger.warning('Ignoring training state %d.state: its net_g_%d.pth is missing.', it, it)
-    return None
-
-
 def load_training_state(path):
     """Load a ``.state`` file. Scheduler states hold a ``collections.Counter``, allowed here."""
     if not os.path.isfile(path):
