@@ -146,6 +146,30 @@ def test_sigint_is_recorded_and_handlers_are_restored():
     assert TrainingStopped(signal.SIGINT, 5).code == 130 and TrainingStopped(signal.SIGTERM, 5).code == 143
 
 
+def test_a_signal_arriving_inside_the_check_is_announced_once(caplog):
+    """The handler may run between any two bytecodes of local(); a stop it returns is always logged.
+    (CI once saw "stopped by SIGTERM" without the "SIGTERM received" line: the flag was tested before
+    the signal number was read.) Here the signal lands in the middle of the check, deterministically."""
+    from realsr.runtime.preemption import StopRequest
+    stop = StopRequest(watch_parent=False)
+    check_parent = stop._check_parent
+
+    def signal_arrives_here():
+        stop._on_signal(signal.SIGTERM, None)
+        check_parent()
+
+    stop._check_parent = signal_arrives_here
+    def announcements():
+        return [r for r in caplog.records if 'SIGTERM received: finishing this iteration' in r.getMessage()]
+
+    with caplog.at_level('WARNING', logger='realsr'):
+        assert stop.local() == signal.SIGTERM
+        assert len(announcements()) == 1  # by the call that returned the stop: the loop calls no other
+        stop._check_parent = check_parent
+        assert stop.local() == signal.SIGTERM
+    assert len(announcements()) == 1
+
+
 def test_a_dead_launcher_stops_the_rank(tmp_path):
     """A launcher (here a shell) that is SIGKILLed leaves its child orphaned: the child stops."""
     script = tmp_path / 'child.py'

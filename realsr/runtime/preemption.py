@@ -53,7 +53,7 @@ class StopRequest:
         self._parent_pid = os.getppid() if watch_parent else None
         self._flag = None  # the all_reduce buffer, made once
         self._group = None  # the process group of the flag: None (the default, gloo) or a gloo group under NCCL
-        self._unannounced = False  # a signal arrived that local() has not logged yet
+        self._announced = False  # local() has logged the stop (written by the main thread only)
 
     # -- the signal handlers -----------------------------------------------------------------
     def install(self):
@@ -82,27 +82,29 @@ class StopRequest:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        self.signum = signum
         # No logging here: the handler runs between two bytecodes of the main thread, possibly inside a
         # log handler's write, and a buffered file is not reentrant ("reentrant call inside BufferedWriter").
-        # The loop logs the request at its next check (local()).
-        self._unannounced = True
+        # The loop logs the request at its next check (local()). One write only: the handler may run
+        # anywhere inside local(), which therefore reads signum once and announces what it returns.
+        self.signum = signum
 
     # -- the per-iteration check ---------------------------------------------------------------
     def _check_parent(self):
         if self._parent_pid is not None and not self.signum and os.getppid() != self._parent_pid:
             self.signum = signal.SIGTERM
+            self._announced = True
             self.logger.error('The launcher (pid %d) has exited: stopping as on SIGTERM instead of training '
                               'on alone.', self._parent_pid)
 
     def local(self):
         """This process's request: the signal number to stop for, or 0. No collective."""
-        if self._unannounced:
-            self._unannounced = False
-            self.logger.warning('%s received: finishing this iteration, then saving a resumable state '
-                                '(send it again to stop at once, without saving).', signal.Signals(self.signum).name)
         self._check_parent()
-        return int(self.signum)
+        signum = int(self.signum)  # one read: a signal arriving after it is seen at the next check
+        if signum and not self._announced:
+            self._announced = True
+            self.logger.warning('%s received: finishing this iteration, then saving a resumable state '
+                                '(send it again to stop at once, without saving).', signal.Signals(signum).name)
+        return signum
 
     def agreed(self, world_size, timeout_s=None):
         """The stop every rank agrees on (max over ranks of :meth:`local`); one small all_reduce
