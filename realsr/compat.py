@@ -18,6 +18,8 @@ This module imports nothing heavy: options, runtime, models and regularizers all
 """
 import logging
 
+from realsr import option_defs as defs
+
 logger = logging.getLogger('realsr')
 
 # BasicSR's debug settings (basicsr/utils/options.py): how often to validate, log and save.
@@ -68,7 +70,7 @@ def simple_align_regularizers(opt):
         logger.info("Simple-Align's legacy switch ('reg' in the run name and the training dataset name) not used: "
                     'regularizers: already lists a FeatureAlignment.')
         return []
-    weight = float(opt.get('weight', 1.0))
+    weight = float(defs.value(opt, defs.TOP_LEVEL, 'weight'))
     logger.info("Simple-Align's legacy switch ('reg' in the run name and the training dataset name) turned on "
                 'FeatureAlignment with weight %s (top-level weight). The explicit form is the better way: '
                 'regularizers: [{type: FeatureAlignment, weight: %s}]', weight, weight)

@@ -57,7 +57,6 @@ def _kind_text(kind):
 
 # -- the schema: derived from the definitions (realsr/option_defs.py: add new options there) --------
 DEGRADATION_TOP_KEYS = defs.kinds(defs.DEGRADATION_TOP)
-DEGRADATION_DATASET_KEYS = defs.kinds(defs.DEGRADATION_DATASET)
 TOP_LEVEL = defs.kinds(defs.TOP_LEVEL)
 _NETWORK_KEY = defs.NETWORK_KEY
 DIST_PARAMS = defs.kinds(defs.DIST_PARAMS)
@@ -125,11 +124,6 @@ def _metric_params(name):
     return _builtin_metric_params().get(name)
 
 
-# Real-ESRGAN's degradation values the size bound below needs (realsr.degradations.pipeline.DEFAULTS,
-# not imported: it loads OpenCV; tests/test_option_definitions.py checks they agree).
-PIPELINE_SIZE_DEFAULTS = {'resize_prob': [0.2, 0.7, 0.1], 'resize_range': [0.15, 1.5], 'second_blur_prob': 0.8}
-DEFAULT_KERNEL_RANGE = (7, 21)
-DEFAULT_CROP_PAD_SIZE = 400  # RealESRGANDataset's (Real-ESRGAN hard-codes it)
 
 
 def _close(key, candidates):
@@ -543,7 +537,7 @@ class _Checker:
                 opt.get('high_order_degradation') is False:
             return
         gt_size = opt.get('gt_size', train.get('gt_size'))
-        crop = train.get('crop_pad_size') or DEFAULT_CROP_PAD_SIZE
+        crop = defs.value(train, defs.REALESRGAN_DATASET, 'crop_pad_size')
         if not (_is_int(gt_size) and _is_int(crop)):
             return
         if gt_size > crop:
@@ -553,9 +547,9 @@ class _Checker:
         # (and to crop / scale) must stay larger than half the largest blur kernel.
         ranges = [train.get(k) for k in ('kernel_range', 'kernel_range2', 'final_kernel_range')]
         largest = max([r[1] for r in ranges if isinstance(r, (list, tuple)) and len(r) == 2 and _is_int(r[1])]
-                      or [DEFAULT_KERNEL_RANGE[1]])
+                      or [defs.default(defs.DEGRADATION_DATASET, 'kernel_range')[1]])
         pad = int(largest) // 2
-        get = lambda k: opt.get(k) if opt.get(k) is not None else PIPELINE_SIZE_DEFAULTS[k]  # noqa: E731
+        get = lambda k: defs.value(opt, defs.DEGRADATION_TOP, k)  # noqa: E731
         try:
             shrink = float(get('resize_range')[0]) if float(get('resize_prob')[1]) > 0 else 1.0
             second_blur = float(get('second_blur_prob')) > 0

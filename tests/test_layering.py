@@ -8,12 +8,13 @@ import realsr
 
 # Bottom to top. A top-level package or module of realsr belongs to exactly one layer.
 LAYERS = [
-    {'version', 'registry', 'utils', 'compat'},  # compat: name-based switches of other projects' files
+    {'version', 'registry', 'utils', 'compat', 'option_defs'},  # compat: name-based switches of other
+    # projects' files; option_defs: every option's definition and default, read by every layer above
     {'regularizers', 'degradations', 'metrics'},  # pure building blocks
     {'archs', 'analysis', 'benchmark'},  # archs host regularizer sites; benchmark = grid definitions
     {'losses'},  # perceptual losses build VGG from archs
     {'data'},
-    {'runtime', 'option_defs'},  # run utilities; the option definitions (models fill their defaults)
+    {'runtime'},  # run utilities that models use
     {'models'},  # what one training step computes
     {'option_schema', 'options', 'option_tool'},  # option files -> validated options for every layer below
     {'engine'},  # the loop, validation, the tester and inference

@@ -13,7 +13,7 @@ import re
 import yaml
 
 from realsr import option_defs as defs
-from realsr.option_schema import PIPELINE_SIZE_DEFAULTS, _builtin_metric_params, validate_options
+from realsr.option_schema import _builtin_metric_params, validate_options
 from realsr.options import _datasets, format_resolved_options
 from realsr.utils.yaml_util import yaml_load
 
@@ -33,7 +33,8 @@ def _reader_trees():
 
 def _strings(trees):
     """Every string constant of the readers, plus the keyword parameters of the file backends
-    (the io_backend options reach them as keyword arguments)."""
+    (the io_backend options reach them as keyword arguments) and the attributes read from the
+    step settings (``settings.use_amp``: runtime.step_options reads the step options into them)."""
     out = set()
     for rel, tree in trees:
         for node in ast.walk(tree):
@@ -41,6 +42,9 @@ def _strings(trees):
                 out.add(node.value)
             elif rel == os.path.join('data', 'file_client.py') and isinstance(node, ast.arg):
                 out.add(node.arg)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and \
+                    getattr(node.value, 'id', getattr(node.value, 'attr', None)) in ('settings', 'step_settings'):
+                out.add(node.attr)
     return out
 
 
@@ -116,33 +120,77 @@ def test_a_read_without_a_definition_is_caught():
     assert set(undefined_reads(reads, _defined_names())) == {'undefined_key', 'other_undefined'}
 
 
-# Keys left out: options built in code (tests, scripts) without num_gpu run on the CPU, while
-# parse_options fills 'auto' for option files; 'type' names a different thing in every section.
-CODE_FALLBACKS = {'num_gpu', 'type'}
+# Keys left out, each with why: 'type' names a different thing in every section (a dataset, an
+# arch, a loss, a metric; only io_backend's has a default, read through option_defs). 'num_gpu' and
+# 'manual_seed' are resolved by parse_options ('auto' -> the number of visible GPUs; a random seed when
+# none is set), so no reader sees a defined default; options built in code without them run on the
+# CPU with seed 0.
+CODE_FALLBACKS = {'num_gpu', 'manual_seed', 'type'}
 
 
-def conflicting_reader_defaults(trees):
-    """``.get('<defined key>', <constant>)`` whose constant is none of that key's defined defaults
-    (where a default is defined): a second default that has drifted from the definitions."""
-    defaults = {}
+def _defaults():
+    """``{key: is there a non-None default in some section}`` over every definition."""
+    out = {}
     for _, o in defs.all_definitions():
-        if o.default is not None:
-            defaults.setdefault(o.name, set()).add(repr(o.default))
-    out = []
-    for rel, tree in trees:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == 'get' \
-                    and len(node.args) == 2 and all(isinstance(a, ast.Constant) for a in node.args):
-                key, value = node.args[0].value, node.args[1].value
-                if key in defaults and key not in CODE_FALLBACKS and repr(value) not in defaults[key]:
-                    out.append(f'{rel}:{node.lineno}: {key} defaults to {value!r}, defined as {defaults[key]}')
+        out[o.name] = out.get(o.name, False) or o.default is not None
     return out
 
 
-def test_reader_fallbacks_agree_with_the_definitions():
-    assert conflicting_reader_defaults(_reader_trees()) == []
-    drifted = ast.parse("def f(opt):\n    return opt['logger'].get('print_freq', 50)\n")
-    assert len(conflicting_reader_defaults([('fake.py', drifted)])) == 1
+_NOT_OPTIONS = {'state'}  # receivers of .get() that are checkpoint contents, not options
+
+
+def repeated_reader_defaults(trees):
+    """Readers that write an option's default themselves instead of taking it from the definitions:
+    ``x.get('<key>', <fallback>)`` and ``x.get('<key>') or <fallback>``, where the key has a defined
+    default, or the fallback is a literal value (a default the definitions should hold). Fallbacks
+    that mean "absent" (None, empty containers, '' or '?' in messages) and computed ones (another
+    option, a path) are not defaults."""
+    defaults = {k: v for k, v in _defaults().items() if k not in CODE_FALLBACKS}
+    out = []
+    for rel, tree in trees:
+        for node in ast.walk(tree):
+            call, fallback = None, None
+            if isinstance(node, ast.Call) and len(node.args) == 2:
+                call, fallback = node, node.args[1]
+            elif isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or) and isinstance(node.values[0], ast.Call):
+                call, fallback = node.values[0], node.values[-1]
+                if len(call.args) != 1:
+                    continue
+            if call is None or not (isinstance(call.func, ast.Attribute) and call.func.attr == 'get'
+                                    and call.args and isinstance(call.args[0], ast.Constant)):
+                continue
+            key, receiver = call.args[0].value, call.func.value
+            if key not in defaults or (isinstance(receiver, ast.Name) and receiver.id in _NOT_OPTIONS):
+                continue
+            if not _means_absent(fallback) and (defaults[key] or _is_literal(fallback)):
+                out.append(f'{rel}:{node.lineno}: {ast.unparse(node)}')
+    return out
+
+
+def _means_absent(node):
+    if isinstance(node, ast.Constant):
+        return node.value in (None, '', '?')
+    return isinstance(node, (ast.Dict, ast.List, ast.Tuple)) and not (node.keys if isinstance(node, ast.Dict)
+                                                                      else node.elts)
+
+
+def _is_literal(node):
+    try:
+        ast.literal_eval(node)
+        return True
+    except ValueError:
+        return False
+
+
+def test_defaults_live_in_the_definitions_only():
+    assert repeated_reader_defaults(_reader_trees()) == []
+    repeated = ast.parse("def f(opt):\n    return (opt['logger'].get('print_freq', 100), opt.get('tile_pad') or 10, "
+                         "opt.get('gt_size', 96))\n")
+    assert len(repeated_reader_defaults([('fake.py', repeated)])) == 3
+    read_right = ast.parse("def f(opt):\n    return (defs.value(opt.get('tile'), defs.TILE, 'tile_pad'), "
+                           "opt.get('val') or {}, opt.get('name', ''), "
+                           "path.get('results_root') or root + '/results')\n")
+    assert repeated_reader_defaults([('fake.py', read_right)]) == []
 
 
 def test_builtin_tables_cover_every_registered_model_and_dataset():
@@ -166,24 +214,19 @@ def test_metric_arguments_read_from_source_match_the_signatures():
         assert from_source[name] == (named, required), name
 
 
-def test_size_bound_defaults_match_the_pipeline():
-    from realsr.degradations.pipeline import DEFAULTS
-    for key, value in PIPELINE_SIZE_DEFAULTS.items():
-        assert DEFAULTS[key] == value, key
-
-
-def test_dist_timeout_definition_matches_its_reader():
-    from realsr.runtime import dist
-    timeout = defs.by_name(defs.DIST_PARAMS)['timeout']
-    assert timeout.default == dist.DEFAULT_TIMEOUT_S and timeout.doc == dist.TIMEOUT_DOC
-
-
-def test_step_options_are_listed_with_their_definitions():
-    from realsr.runtime.step_options import STEP_OPTIONS
-    listed = {(path.rsplit('.', 1)[0] if '.' in path else '', o.name) for path, o in defs.all_definitions()}
-    for o in STEP_OPTIONS:
-        section = 'datasets.RealESRGANDataset' if o.section == 'datasets.train' else o.section
-        assert (section, o.key) in listed, o
+def test_step_settings_hold_every_step_option():
+    """read_step_options turns each STEP_OPTIONS definition into a StepSettings field (the alias
+    use_grad_clip into grad_clip), with the defined defaults when the file sets none."""
+    import dataclasses
+    from realsr.runtime.step_options import StepSettings, read_step_options
+    names = {o.name for options in defs.STEP_OPTIONS.values() for o in options} - {'use_grad_clip'}
+    assert {f.name for f in dataclasses.fields(StepSettings)} == names
+    settings = read_step_options({})
+    for options in defs.STEP_OPTIONS.values():
+        for o in options:
+            if o.name != 'use_grad_clip':
+                assert getattr(settings, o.name) == o.default, o.name
+    assert read_step_options({'train': {'use_grad_clip': True}}).grad_clip is True
 
 
 def test_every_definition_has_a_doc_and_a_known_kind():

@@ -10,7 +10,17 @@ never carried across.
 import abc
 import os
 
-__all__ = ['BaseStorageBackend', 'HardDiskBackend', 'LmdbBackend', 'FileClient', 'close_lmdb_env']
+from realsr import option_defs as defs
+
+__all__ = ['BaseStorageBackend', 'HardDiskBackend', 'LmdbBackend', 'FileClient', 'close_lmdb_env',
+           'io_backend_options']
+
+
+def io_backend_options(dataset_opt):
+    """A copy of a dataset's ``io_backend`` with its ``type`` filled in (defined default: disk)."""
+    io_opt = dict(dataset_opt.get('io_backend') or {})
+    io_opt['type'] = defs.value(io_opt, defs.IO_BACKEND, 'type')
+    return io_opt
 
 
 class BaseStorageBackend(abc.ABC):
@@ -100,14 +110,17 @@ class LmdbBackend(BaseStorageBackend):
     Args:
         db_paths (str | list[str]): lmdb folders.
         client_keys (str | list[str]): one name per database, used as ``get(key, client_key)``.
-        readonly, lock, readahead: passed to ``lmdb.open`` (defaults: True, False, False).
+        readonly, lock, readahead: passed to ``lmdb.open`` (defaults: ``io_backend``'s definitions,
+            True, False, False).
         **kwargs: further ``lmdb.open`` arguments.
 
     The environments are opened on the first ``get`` of each process and shared by the backends
     of that process; the backend itself holds none, so it pickles into worker processes.
     """
 
-    def __init__(self, db_paths, client_keys='default', readonly=True, lock=False, readahead=False, **kwargs):
+    def __init__(self, db_paths, client_keys='default', readonly=defs.default(defs.IO_BACKEND, 'readonly'),
+                 lock=defs.default(defs.IO_BACKEND, 'lock'), readahead=defs.default(defs.IO_BACKEND, 'readahead'),
+                 **kwargs):
         if isinstance(db_paths, (str, os.PathLike)):
             db_paths = [db_paths]
         if isinstance(client_keys, str):
@@ -169,6 +182,12 @@ class FileClient:
             raise ValueError(f'Unknown io_backend type {backend!r}; supported: {", ".join(self._backends)}.')
         self.backend = backend
         self.client = self._backends[backend](**kwargs)
+
+    @classmethod
+    def from_options(cls, io_opt):
+        """The client of an ``io_backend`` option dict (see :func:`io_backend_options`)."""
+        kwargs = dict(io_opt)
+        return cls(kwargs.pop('type'), **kwargs)
 
     def get(self, filepath, client_key='default'):
         # Only the lmdb backend holds several databases, named by client_key.

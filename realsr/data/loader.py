@@ -14,6 +14,7 @@ import threading
 import torch
 from torch.utils.data import DataLoader
 
+from realsr import option_defs as defs
 from realsr.data.sampler import SeededDataset
 
 logger = logging.getLogger('realsr')
@@ -37,6 +38,12 @@ def ignore_stop_signals(worker_id=None):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def gpus_per_process(num_gpu, dist):
+    """How many GPUs one process feeds: ``num_gpu`` under BasicSR's DataParallel (no launcher), else 1.
+    A training batch of one process is ``batch_size_per_gpu`` times this."""
+    return 1 if dist or not isinstance(num_gpu, int) else max(num_gpu, 1)
+
+
 def build_dataloader(dataset, dataset_opt, num_gpu=1, dist=False, sampler=None, seed=0):
     phase = dataset_opt['phase']
     if dataset_opt.get('use_shuffle') is not None and 'use_shuffle' not in _LOGGED_IGNORED:
@@ -45,16 +52,16 @@ def build_dataloader(dataset, dataset_opt, num_gpu=1, dist=False, sampler=None, 
     if phase == 'train':
         if sampler is None:
             raise ValueError('the train dataloader needs an EnlargedSampler')
-        multiplier = 1 if dist else max(num_gpu, 1)
-        num_workers = dataset_opt.get('num_worker_per_gpu', 0) * multiplier
+        multiplier = gpus_per_process(num_gpu, dist)
+        num_workers = defs.value(dataset_opt, defs.LOADER, 'num_worker_per_gpu') * multiplier
         g = torch.Generator()
         g.manual_seed(seed)  # keeps the loader from drawing its worker seed from the global RNG
         kwargs = dict(dataset=SeededDataset(dataset), batch_size=dataset_opt['batch_size_per_gpu'] * multiplier,
                       shuffle=False, num_workers=num_workers, sampler=sampler, drop_last=True, generator=g,
                       pin_memory=pin_memory_default(dataset_opt, num_gpu),
-                      persistent_workers=dataset_opt.get('persistent_workers', False) and num_workers > 0)
+                      persistent_workers=defs.value(dataset_opt, defs.LOADER, 'persistent_workers') and num_workers > 0)
         if num_workers > 0:
-            kwargs['prefetch_factor'] = dataset_opt.get('prefetch_factor', 2)
+            kwargs['prefetch_factor'] = defs.value(dataset_opt, defs.LOADER, 'prefetch_factor')
             kwargs['worker_init_fn'] = ignore_stop_signals
     elif phase in ('val', 'test'):
         kwargs = dict(dataset=dataset, batch_size=1, shuffle=False, num_workers=0)
@@ -165,7 +172,7 @@ def make_prefetcher(loader, dataset_opt, device):
     if mode is None:
         return CPUPrefetcher(loader)
     if mode == 'cpu':
-        return CPUPrefetcher(loader, dataset_opt.get('num_prefetch_queue', 1))
+        return CPUPrefetcher(loader, defs.value(dataset_opt, defs.LOADER, 'num_prefetch_queue'))
     if mode == 'cuda':
         if device.type != 'cuda':
             raise ValueError("prefetch_mode 'cuda' needs a GPU; use prefetch_mode: cpu or ~ on this machine")

@@ -8,7 +8,8 @@ from torch.utils import data
 
 from realsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
 from realsr.data.errors import DatasetValueError, reading_item
-from realsr.data.file_client import FileClient
+from realsr import option_defs as defs
+from realsr.data.file_client import FileClient, io_backend_options
 from realsr.data.transforms import augment, paired_random_crop
 from realsr.registry import DATASET_REGISTRY
 from realsr.utils.img_util import ImageReadError, img2tensor, imfrombytes
@@ -78,14 +79,16 @@ class PairedImageDataset(data.Dataset):
         super().__init__()
         self.opt = opt
         self.file_client = None
-        self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
+        self.io_backend_opt = io_backend_options(opt)
         self.mean = opt.get('mean')
         self.std = opt.get('std')
         self.gt_folder = opt.get('dataroot_gt')
         self.lq_folder = opt.get('dataroot_lq')
-        self.filename_tmpl = opt.get('filename_tmpl') or '{}'
-        self.skip_bad_images = bool(opt.get('skip_bad_images', False))
-        backend = self.io_backend_opt.get('type', 'disk')
+        self.filename_tmpl = defs.value(opt, defs.PAIRED_DATASET, 'filename_tmpl')
+        self.skip_bad_images = bool(defs.value(opt, defs.LOADER, 'skip_bad_images'))
+        self.use_hflip = defs.value(opt, defs.PAIRED_DATASET, 'use_hflip')
+        self.use_rot = defs.value(opt, defs.PAIRED_DATASET, 'use_rot')
+        backend = self.io_backend_opt['type']
         if backend not in ('disk', 'lmdb'):
             FileClient(backend)  # raises the clear 'not supported' error now, not in a worker
         if opt.get('phase') == 'train' and opt.get('gt_size') is None:
@@ -114,12 +117,11 @@ class PairedImageDataset(data.Dataset):
 
     def _file_client(self):
         if self.file_client is None:
-            kwargs = dict(self.io_backend_opt)
-            self.file_client = FileClient(kwargs.pop('type', 'disk'), **kwargs)
+            self.file_client = FileClient.from_options(self.io_backend_opt)
         return self.file_client
 
     def _load(self, index):
-        scale = int(self.opt.get('scale', 1))
+        scale = int(defs.value(self.opt, defs.LOADER, 'scale'))
         client = self._file_client()
         gt_path = self.paths[index]['gt_path']
         lq_path = self.paths[index]['lq_path']
@@ -141,7 +143,7 @@ class PairedImageDataset(data.Dataset):
         if train:
             gt_size = self.opt['gt_size']
             img_gt, img_lq = paired_random_crop(img_gt, img_lq, gt_size, scale, gt_path)
-            img_gt, img_lq = augment([img_gt, img_lq], self.opt.get('use_hflip', False), self.opt.get('use_rot', False))
+            img_gt, img_lq = augment([img_gt, img_lq], self.use_hflip, self.use_rot)
 
         if self.opt.get('color') == 'y':
             img_gt = bgr_to_y(img_gt)

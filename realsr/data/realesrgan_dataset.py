@@ -16,7 +16,8 @@ from torch.utils import data
 
 from realsr.data.data_util import paths_from_folder, paths_from_lmdb
 from realsr.data.errors import DatasetFileNotFoundError, DatasetValueError, reading_item
-from realsr.data.file_client import FileClient
+from realsr import option_defs as defs
+from realsr.data.file_client import FileClient, io_backend_options
 from realsr.data.paired_image_dataset import PairedImageDataset
 from realsr.data.transforms import augment
 from realsr.registry import DATASET_REGISTRY
@@ -59,11 +60,13 @@ class RealESRGANDataset(data.Dataset):
     def __init__(self, opt):
         self.opt = opt
         self.file_client = None
-        self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
+        self.io_backend_opt = io_backend_options(opt)
         self.gt_folder = opt['dataroot_gt']
-        self.crop_pad_size = int(opt.get('crop_pad_size', 400))
-        self.skip_bad_images = bool(opt.get('skip_bad_images', False))
-        if self.io_backend_opt.get('type') == 'lmdb':
+        self.crop_pad_size = int(defs.value(opt, defs.REALESRGAN_DATASET, 'crop_pad_size'))
+        self.skip_bad_images = bool(defs.value(opt, defs.LOADER, 'skip_bad_images'))
+        self.use_hflip = defs.value(opt, defs.REALESRGAN_DATASET, 'use_hflip')
+        self.use_rot = defs.value(opt, defs.REALESRGAN_DATASET, 'use_rot')
+        if self.io_backend_opt['type'] == 'lmdb':
             if not str(self.gt_folder).endswith('.lmdb'):
                 raise ValueError(f"dataroot_gt must end with '.lmdb' for the lmdb backend, got '{self.gt_folder}'")
             self.io_backend_opt['db_paths'] = [self.gt_folder]
@@ -76,11 +79,10 @@ class RealESRGANDataset(data.Dataset):
 
     def _load(self, index):
         if self.file_client is None:
-            kwargs = dict(self.io_backend_opt)
-            self.file_client = FileClient(kwargs.pop('type', 'disk'), **kwargs)
+            self.file_client = FileClient.from_options(self.io_backend_opt)
         gt_path = self.paths[index]
         img_gt = imfrombytes(self.file_client.get(gt_path, 'gt'), float32=True, path=gt_path)
-        img_gt = augment(img_gt, self.opt.get('use_hflip', True), self.opt.get('use_rot', False))
+        img_gt = augment(img_gt, self.use_hflip, self.use_rot)
         img_gt = crop_or_pad(img_gt, self.crop_pad_size)
         return {'gt': img2tensor(img_gt, bgr2rgb=True, float32=True), 'gt_path': gt_path}
 

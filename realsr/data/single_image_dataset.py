@@ -5,7 +5,7 @@ from torch.utils import data
 
 from realsr.data.data_util import paths_from_folder, paths_from_lmdb
 from realsr.data.errors import DatasetFileNotFoundError, DatasetValueError, reading_item
-from realsr.data.file_client import FileClient
+from realsr.data.file_client import FileClient, io_backend_options
 from realsr.data.paired_image_dataset import bgr_to_y, maybe_prepare_default_data, normalize_
 from realsr.registry import DATASET_REGISTRY
 from realsr.utils.img_util import img2tensor, imfrombytes
@@ -24,11 +24,11 @@ class SingleImageDataset(data.Dataset):
         super().__init__()
         self.opt = opt
         self.file_client = None
-        self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
+        self.io_backend_opt = io_backend_options(opt)
         self.mean = opt.get('mean')
         self.std = opt.get('std')
         self.lq_folder = opt.get('dataroot_lq')
-        backend = self.io_backend_opt.get('type', 'disk')
+        backend = self.io_backend_opt['type']
         if backend not in ('disk', 'lmdb'):
             FileClient(backend)  # raises the clear 'not supported' error now, not in a worker
 
@@ -52,8 +52,7 @@ class SingleImageDataset(data.Dataset):
 
     def __getitem__(self, index):
         if self.file_client is None:
-            kwargs = dict(self.io_backend_opt)
-            self.file_client = FileClient(kwargs.pop('type', 'disk'), **kwargs)
+            self.file_client = FileClient.from_options(self.io_backend_opt)
         lq_path = self.paths[index]
         with reading_item():
             img_lq = imfrombytes(self.file_client.get(lq_path, 'lq'), float32=True, path=lq_path)

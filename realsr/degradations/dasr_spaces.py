@@ -48,43 +48,21 @@ import math
 
 import torch
 
+from realsr import option_defs as defs
 from realsr.degradations.kernel_synthesis import SINC
 from realsr.degradations.pipeline import RESIZE_MODES, SecondOrderDegradation
 
-DEGRADATION_SPACES = ('weak_degrade_one_stage', 'standard_degrade_one_stage', 'severe_degrade_two_stage')
+DEGRADATION_SPACES = defs.DASR_SPACES
 NUM_DEGRADATION_PARAMS = 33
 ROAD_MAP = (0, 10, 18, 26, 33)
 _SUFFIX = {'weak_degrade_one_stage': '_weak1', 'standard_degrade_one_stage': '_standard1'}
 
-# DASR's values (options/train/DASR/train_DASR.yml); keys in the option file win.
-SPACE_DEFAULTS = {
-    '_weak1': {'resize_prob': [0.1, 0.2, 0.7], 'resize_range': [0.85, 1.2], 'gaussian_noise_prob': 0.5,
-               'noise_range': [1, 10], 'poisson_scale_range': [0.05, 0.5], 'gray_noise_prob': 0.4,
-               'jpeg_range': [90, 95]},
-    '_standard1': {'resize_prob': [0.3, 0.4, 0.3], 'resize_range': [0.5, 1.2], 'gaussian_noise_prob': 0.5,
-                   'noise_range': [1, 20], 'poisson_scale_range': [0.05, 1.5], 'gray_noise_prob': 0.4,
-                   'jpeg_range': [50, 95]},
-}
-KERNEL_DEFAULTS = {
-    '': {'kernel_list': ['iso', 'aniso'], 'kernel_prob': [0.65, 0.35], 'sinc_prob': 0, 'blur_sigma': [0.2, 3],
-         'betag_range': [0.5, 4], 'betap_range': [1, 2]},
-    '2': {'kernel_list': ['iso', 'aniso'], 'kernel_prob': [0.65, 0.35], 'sinc_prob': 0, 'blur_sigma': [0.2, 1.5],
-          'betag_range': [0.5, 4], 'betap_range': [1, 2]},
-    '_weak1': {'kernel_list': ['iso', 'aniso'], 'kernel_prob': [0.65, 0.35], 'sinc_prob': 0,
-               'blur_sigma': [0.2, 0.8], 'betag_range': [0.5, 4], 'betap_range': [1, 2]},
-    '_standard1': {'kernel_list': ['iso', 'aniso'], 'kernel_prob': [0.65, 0.35], 'sinc_prob': 0,
-                   'blur_sigma': [0.2, 1.5], 'betag_range': [0.5, 4], 'betap_range': [1, 2]},
-}
-_STAGE_KEYS = ('resize_prob', 'resize_range', 'gaussian_noise_prob', 'noise_range', 'poisson_scale_range',
-               'gray_noise_prob', 'jpeg_range')
+# DASR's values (train_DASR.yml) are the defaults of these keys in realsr/option_defs.py
+# (DEGRADATION_TOP for the spaces' stages, DASR_DEGRADATION_DATASET for their kernels).
+_STAGE_KEYS = defs.STAGE_KEYS
 _KERNEL_KEYS = ('kernel_list', 'kernel_prob', 'sinc_prob', 'blur_sigma', 'betag_range', 'betap_range')
 OMEGA_RANGE = (math.pi / 3, math.pi)
 ROTATION_RANGE = (-math.pi, math.pi)
-
-
-def _pick(opt, key, default):
-    value = opt.get(key)
-    return default if value is None else value
 
 
 def dasr_kernel_sizes(minimum, maximum):
@@ -108,10 +86,9 @@ class _KernelStage:
     """A blur stage's kernel options in DASR spelling and its normalisation ranges."""
 
     def __init__(self, train_opt, suffix):
-        defaults = KERNEL_DEFAULTS[suffix]
-        self.opt = {k: _pick(train_opt, k + suffix, defaults[k]) for k in _KERNEL_KEYS}
-        min_key, max_key = _size_keys(suffix)
-        self.size_range = (_pick(train_opt, min_key, 7), _pick(train_opt, max_key, 21))
+        kernel_keys = defs.DASR_DEGRADATION_DATASET
+        self.opt = {k: defs.value(train_opt, kernel_keys, k + suffix) for k in _KERNEL_KEYS}
+        self.size_range = tuple(defs.value(train_opt, kernel_keys, key) for key in _size_keys(suffix))
         self.kernel_range = dasr_kernel_sizes(*self.size_range)
         self.sigma_range = tuple(self.opt['blur_sigma'])
 
@@ -121,8 +98,7 @@ class OneStageDegradation(SecondOrderDegradation):
     to GT/scale with a random mode, then quantisation. ``suffix``: ``'_weak1'`` or ``'_standard1'``."""
 
     def __init__(self, opt, train_opt, scale, suffix):
-        defaults = SPACE_DEFAULTS[suffix]
-        stage_opt = {k: _pick(opt, k + suffix, defaults[k]) for k in _STAGE_KEYS}
+        stage_opt = {k: defs.value(opt, defs.DEGRADATION_TOP, k + suffix) for k in _STAGE_KEYS}
         stage_opt['second_blur_prob'] = 0.0  # there is no second stage (also for the size check)
         self.kernel_stage = _KernelStage(train_opt, suffix)
         kernel_opt = dict(self.kernel_stage.opt, kernel_range=self.kernel_stage.kernel_range, final_sinc_prob=0)
@@ -145,7 +121,7 @@ def _severe_kernel_opt(train_opt):
     kernel_opt = {k + suffix: v for suffix, st in stages.items() for k, v in st.opt.items()}
     kernel_opt.update(kernel_range=stages[''].kernel_range, kernel_range2=stages['2'].kernel_range,
                       final_kernel_range=stages['2'].kernel_range,  # the reference draws it from list 2
-                      final_sinc_prob=_pick(train_opt, 'final_sinc_prob', 0.8))
+                      final_sinc_prob=defs.value(train_opt, defs.DASR_DEGRADATION_DATASET, 'final_sinc_prob'))
     return kernel_opt, stages
 
 
@@ -170,8 +146,8 @@ class DASRDegradation:
     """
 
     def __init__(self, opt, train_opt, scale):
-        names = list(_pick(opt, 'degree_list', DEGRADATION_SPACES))
-        probs = list(_pick(opt, 'degree_prob', [0.3, 0.3, 0.4]))
+        names = list(defs.value(opt, defs.DEGRADATION_TOP, 'degree_list'))
+        probs = list(defs.value(opt, defs.DEGRADATION_TOP, 'degree_prob'))
         unknown = [n for n in names if n not in DEGRADATION_SPACES]
         if unknown:
             raise ValueError(f'degree_list: unknown degradation space(s) {unknown}; valid: {list(DEGRADATION_SPACES)}')

@@ -27,6 +27,8 @@ import numbers
 
 import torch
 
+from realsr import option_defs as defs
+
 __all__ = [
     'KERNEL_TYPES', 'MIXED_KERNEL_TYPES', 'KIND_CODES', 'ISO', 'ANISO', 'GENERALIZED_ISO', 'GENERALIZED_ANISO',
     'PLATEAU_ISO', 'PLATEAU_ANISO', 'SINC', 'PULSE', 'DEFAULT_KERNEL_RANGE', 'REFERENCE_KERNEL_SIZE', 'bessel_j1',
@@ -41,8 +43,9 @@ MIXED_KERNEL_TYPES = KERNEL_TYPES[:6]
 KIND_CODES = {name: code for code, name in enumerate(KERNEL_TYPES)}
 ISO, ANISO, GENERALIZED_ISO, GENERALIZED_ANISO, PLATEAU_ISO, PLATEAU_ANISO, SINC, PULSE = range(len(KERNEL_TYPES))
 
-#: The reference dataset draws sizes from the odd numbers 7..21 and pads every kernel to 21.
-DEFAULT_KERNEL_RANGE = (7, 21)
+#: The reference dataset draws sizes from the odd numbers 7..21 (``kernel_range``'s default) and
+#: pads every kernel to 21.
+DEFAULT_KERNEL_RANGE = tuple(defs.default(defs.DEGRADATION_DATASET, 'kernel_range'))
 REFERENCE_KERNEL_SIZE = 21
 
 _GENERALIZED = (GENERALIZED_ISO, GENERALIZED_ANISO)

@@ -22,6 +22,8 @@ import random as _pyrandom
 import numpy as np
 from scipy import special
 
+from realsr import option_defs as defs
+
 __all__ = [
     'KERNEL_TYPES', 'mesh_grid', 'sigma_matrix2', 'pdf2', 'bivariate_Gaussian', 'bivariate_generalized_Gaussian',
     'bivariate_plateau', 'random_bivariate_Gaussian', 'random_bivariate_generalized_Gaussian',
@@ -31,8 +33,8 @@ __all__ = [
 
 KERNEL_TYPES = ('iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso')
 
-# Real-ESRGAN's hard-coded kernel sizes and the size every kernel is zero-padded to.
-DEFAULT_KERNEL_RANGE = (7, 21)
+# Real-ESRGAN's hard-coded kernel sizes (kernel_range's default) and the size every kernel is zero-padded to.
+DEFAULT_KERNEL_RANGE = tuple(defs.default(defs.DEGRADATION_DATASET, 'kernel_range'))
 PADDED_SIZE = 21
 
 
@@ -376,7 +378,7 @@ def sample_reference_kernels(cfg, rng=None):
     missing = [k for k in _REQUIRED_CFG_KEYS if k not in cfg]
     if missing:
         raise KeyError(f'sample_reference_kernels: cfg lacks the key(s) {missing}')
-    sizes = kernel_sizes(cfg.get('kernel_range', DEFAULT_KERNEL_RANGE))
+    sizes = kernel_sizes(defs.value(cfg, defs.DEGRADATION_DATASET, 'kernel_range'))
     draws = _Draws(rng)
     kernel1 = _first_or_second_kernel(cfg, '', sizes, draws)
     kernel2 = _first_or_second_kernel(cfg, '2', sizes, draws)

@@ -44,20 +44,16 @@ import math
 import torch
 from torch.nn import functional as F
 
+from realsr import option_defs as defs
 from realsr.degradations.filters import filter2D
 from realsr.degradations.jpeg import DiffJPEG
 from realsr.degradations.kernel_synthesis import KernelSynthesizer
 from realsr.degradations.noise import random_add_gaussian_noise_pt, random_add_poisson_noise_pt
 from realsr.degradations.region_ops import fill_invalid, region_filter2D, region_resize, zero_invalid
 
-# The official Real-ESRGAN values (train_realesrnet_x4plus.yml); a key in the option file wins.
-DEFAULTS = {
-    'resize_prob': [0.2, 0.7, 0.1], 'resize_range': [0.15, 1.5], 'gaussian_noise_prob': 0.5,
-    'noise_range': [1, 30], 'poisson_scale_range': [0.05, 3], 'gray_noise_prob': 0.4, 'jpeg_range': [30, 95],
-    'second_blur_prob': 0.8, 'resize_prob2': [0.3, 0.4, 0.3], 'resize_range2': [0.3, 1.2],
-    'gaussian_noise_prob2': 0.5, 'noise_range2': [1, 25], 'poisson_scale_range2': [0.05, 2.5],
-    'gray_noise_prob2': 0.4, 'jpeg_range2': [30, 95],
-}
+# The two stages' keys and their defaults (Real-ESRGAN's values), from the option definitions.
+DEFAULTS = {o.name: o.default for o in defs.DEGRADATION_TOP
+            if o.name.rstrip('2') in defs.STAGE_KEYS or o.name == 'second_blur_prob'}
 # The official kernel settings (datasets.train of the same file), for tools and tests.
 OFFICIAL_KERNEL_OPT = {
     'kernel_list': ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso'],
@@ -88,7 +84,7 @@ class SecondOrderDegradation:
     the train dataset's kernel keys (``kernel_list``, ``blur_sigma``, ...); ``scale``: the SR scale."""
 
     def __init__(self, opt, kernel_opt, scale):
-        self.opt = {k: opt.get(k, v) if opt.get(k) is not None else v for k, v in DEFAULTS.items()}
+        self.opt = {k: defs.value(opt, defs.DEGRADATION_TOP, k) for k in DEFAULTS}
         self.scale = int(scale)
         for suffix in ('', '2'):
             _check_probs(f'resize_prob{suffix}', self.opt[f'resize_prob{suffix}'], 3)
@@ -96,7 +92,7 @@ class SecondOrderDegradation:
             _check_range(f'noise_range{suffix}', self.opt[f'noise_range{suffix}'], low=0)
             _check_range(f'poisson_scale_range{suffix}', self.opt[f'poisson_scale_range{suffix}'], low=0)
             _check_range(f'jpeg_range{suffix}', self.opt[f'jpeg_range{suffix}'], low=1)
-        per_sample = opt.get('per_sample', False)
+        per_sample = defs.value(opt, defs.DEGRADATION_TOP, 'per_sample')
         if per_sample not in (True, False, None):
             raise ValueError(f"'per_sample' must be true or false, got {per_sample!r}")
         self.per_sample = bool(per_sample)

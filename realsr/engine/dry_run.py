@@ -17,6 +17,8 @@ import shutil
 import torch
 
 from realsr import compat
+from realsr import option_defs as defs
+from realsr.data.file_client import io_backend_options
 from realsr.engine.resume import resume_network_labels
 from realsr.option_schema import OptionError
 from realsr.utils.state_dict import state_dict_diff, strip_module_prefix
@@ -83,16 +85,16 @@ def _check_datasets(opt, problems, notes, is_train):
         if count == 0:
             problems.append(f"'{where}': the dataset {ds_opt.get('name')!r} holds no images")
             continue
-        if (ds_opt.get('io_backend') or {}).get('type', 'disk') == 'disk':
+        if io_backend_options(ds_opt)['type'] == 'disk':
             missing = [p for p in _listed_files(dataset) if not os.path.isfile(p)]
             if missing:
                 problems.append(f"'{where}': {len(missing)} listed file(s) do not exist, e.g. "
                                 + ', '.join(repr(str(p)) for p in missing[:_LIST_AT_MOST]))
         notes.append(f'{where}: {count} images ({type(dataset).__name__})')
         if is_train and str(key).split('_')[0] == 'train':
-            batch = int(ds_opt.get('batch_size_per_gpu') or 1)
-            per_epoch = count * int(ds_opt.get('dataset_enlarge_ratio') or 1)
-            if per_epoch < batch:
+            batch = ds_opt.get('batch_size_per_gpu')  # required: a missing one is reported already
+            per_epoch = count * int(defs.value(ds_opt, defs.LOADER, 'dataset_enlarge_ratio'))
+            if batch is not None and per_epoch < int(batch):
                 problems.append(f"'{where}.batch_size_per_gpu': {batch} is more than the {per_epoch} sample(s) "
                                 'of an epoch; add images or raise dataset_enlarge_ratio')
 

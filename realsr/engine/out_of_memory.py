@@ -5,6 +5,8 @@ import re
 
 import torch
 
+from realsr import option_defs as defs
+
 OUT_OF_MEMORY_EXIT_STATUS = 5
 
 
@@ -17,7 +19,7 @@ def out_of_memory_message(opt, phase, err=None):
     train = (opt.get('datasets') or {}).get('train') or {}
     net = (opt.get('network_g') or {}).get('type', '?')
     batch = train.get('batch_size_per_gpu', '?')
-    accum = train.get('accum_iter') or 1
+    accum = defs.value(train, defs.TRAIN_DATASET_EXTRA, 'accum_iter')
     crop = train.get('gt_size', '?')
     tried = re.search(r'Tried to allocate [\d.]+ \w+', str(err or ''))
     tried = f' ({tried.group(0).lower()})' if tried else ''

@@ -15,8 +15,9 @@ import torch
 from tqdm import tqdm
 
 from realsr import compat
+from realsr import option_defs as defs
 from realsr.data import build_dataset
-from realsr.data.loader import build_dataloader, make_prefetcher
+from realsr.data.loader import build_dataloader, gpus_per_process, make_prefetcher
 from realsr.data.sampler import EnlargedSampler
 from realsr.engine.dry_run import run_dry_run
 from realsr.engine import resume
@@ -72,13 +73,13 @@ def create_train_val_dataloaders(opt, logger):
     rank, world_size = opt['rank'], opt['world_size']
     for phase, dataset_opt in opt['datasets'].items():
         if phase.split('_')[0] == 'train':
-            ratio = dataset_opt.get('dataset_enlarge_ratio', 1)
+            ratio = defs.value(dataset_opt, defs.LOADER, 'dataset_enlarge_ratio')
             train_set = build_dataset(dataset_opt)
             train_sampler = EnlargedSampler(train_set, world_size, rank, ratio, seed=int(opt['manual_seed']))
             train_loader = build_dataloader(train_set, dataset_opt, opt['num_gpu'], opt['dist'], train_sampler,
                                             seed=int(opt['manual_seed']))
-            batch = dataset_opt['batch_size_per_gpu'] * (1 if opt['dist'] else max(opt['num_gpu'], 1))
-            accum_iter = dataset_opt.get('accum_iter') or 1
+            batch = dataset_opt['batch_size_per_gpu'] * gpus_per_process(opt['num_gpu'], opt['dist'])
+            accum_iter = defs.value(dataset_opt, defs.TRAIN_DATASET_EXTRA, 'accum_iter')
             batches_per_epoch = len(train_sampler) // batch
             iters_per_epoch = max(batches_per_epoch // accum_iter, 1)  # an iteration may span two epochs
             if batches_per_epoch == 0:

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from realsr.metrics import calculate_metric
+from realsr import option_defs as defs
 from realsr.option_defs import with_defaults
 from realsr.runtime.dist import get_dist_info
 from realsr.runtime.rng import preserved_rng
@@ -119,7 +120,7 @@ class Validator:
                 name: sum(r[name] for r in baseline_images) / len(baseline_images) for name in self.metrics_opt}
         for name, value in average.items():
             update_best_metric(self.best_metric_results, dataset_name, name,
-                               self.metrics_opt[name].get('better', 'higher'), value, current_iter)
+                               defs.value(self.metrics_opt[name], defs.METRIC, 'better'), value, current_iter)
         reference = self.bicubic_baseline.get(dataset_name) if self.compare_bicubic else None
         if rank == 0:
             self._log_results(dataset_name, average, current_iter, reference)

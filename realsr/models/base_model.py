@@ -10,6 +10,7 @@ from collections import OrderedDict
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from realsr import option_defs as defs
 from realsr.option_defs import fill_section_defaults, with_defaults
 from realsr.runtime import checkpoint, model_files
 from realsr.runtime.compile import compile_allowed, compile_network
@@ -51,7 +52,7 @@ class BaseModel:
     def __init__(self, opt):
         self.opt = fill_section_defaults(opt, 'train')  # as parse_options does, for options built in code
         self.device = torch.device(opt.get('device') or ('cuda' if opt.get('num_gpu', 0) != 0 else 'cpu'))
-        self.is_train = opt.get('is_train', False)
+        self.is_train = defs.value(opt, defs.TOP_LEVEL, 'is_train')
         self.schedulers = []
         self.optimizers = []
         self.step_settings = read_step_options(opt)

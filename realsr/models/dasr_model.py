@@ -214,9 +214,8 @@ class SRGANDynamicModel(DiscriminatorMixin, SRModel):
             net.eval()
         try:
             lq = lq.to(self.device, non_blocking=True)
-            tile = self._tile_opt() or {}  # padded_forward conditions on the whole image, then tiles
-            return padded_forward(PredictorConditionedNet(net_g, net_p), lq, 1, tile.get('tile_size', 0),
-                                  tile.get('tile_pad', 10))
+            # padded_forward conditions on the whole image, then tiles
+            return padded_forward(PredictorConditionedNet(net_g, net_p), lq, 1, *self._tiling())
         finally:
             for net, was_training in modes:
                 net.train(was_training)

@@ -56,9 +56,7 @@ class WindowPaddedTestMixin:
             net.train(was_training)
 
     def _padded_forward(self, net, lq):
-        tile = self._tile_opt() or {}
-        return padded_forward(net, lq, self._window_multiple(net), tile.get('tile_size', 0), tile.get('tile_pad', 10),
-                              self._test_pad_mode())
+        return padded_forward(net, lq, self._window_multiple(net), *self._tiling(), self._test_pad_mode())
 
 
 @MODEL_REGISTRY.register()

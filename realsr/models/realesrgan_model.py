@@ -15,7 +15,9 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from realsr import option_defs as defs
 from realsr.archs import build_network
+from realsr.data.loader import gpus_per_process
 from realsr.degradations.pair_pool import TrainingPairPool
 from realsr.degradations.pipeline import SecondOrderDegradation, paired_random_crop_batch
 from realsr.degradations.usm import USMSharp
@@ -30,11 +32,17 @@ def pair_pool_size(opt):
     """The training-pair pool size: ``queue_size`` (default 180). With ``per_sample: true`` the
     pool has nothing left to mix, so it is disabled (size 0, logged) unless ``queue_size`` is
     given explicitly."""
-    if opt.get('per_sample', False) and opt.get('queue_size') is None:
+    if defs.value(opt, defs.TOP_LEVEL, 'per_sample') and opt.get('queue_size') is None:
         logger.info('per_sample: true draws every degradation choice per sample, so the training-pair pool '
                     'is not needed and is disabled (set queue_size to use one anyway).')
         return 0
-    return opt.get('queue_size', 180)
+    return defs.value(opt, defs.TOP_LEVEL, 'queue_size')
+
+
+def _seed_of(opt):
+    """``manual_seed``: parse_options draws one when the file has none; options built in code
+    without it seed the degradation stream with 0."""
+    return int(opt.get('manual_seed') or 0)
 
 
 class OnTheFlyDegradationMixin:
@@ -43,23 +51,23 @@ class OnTheFlyDegradationMixin:
     def setup_degradation(self):
         opt = self.opt
         self.usm_sharpener = USMSharp().to(self.device)
-        self.high_order_degradation = opt.get('high_order_degradation', True)
+        self.high_order_degradation = defs.value(opt, defs.TOP_LEVEL, 'high_order_degradation')
         self.degradation = None
         if not (self.is_train and self.high_order_degradation):
             return
         train_opt = opt['datasets']['train']
         self.degradation = self.build_degradation(opt, train_opt).to(self.device)
-        batch = train_opt['batch_size_per_gpu'] * (1 if opt.get('dist') else max(opt.get('num_gpu', 1), 1))
+        batch = train_opt['batch_size_per_gpu'] * gpus_per_process(opt.get('num_gpu'), opt.get('dist'))
         self.pair_pool = TrainingPairPool(pair_pool_size(opt), batch)
         self.gt_size = opt.get('gt_size', train_opt.get('gt_size'))
         if self.gt_size is None:
             raise ValueError("'gt_size' (top level, as in Real-ESRGAN's files) is needed to crop the training pairs")
-        crop_pad_size = train_opt.get('crop_pad_size', 400)
+        crop_pad_size = defs.value(train_opt, defs.REALESRGAN_DATASET, 'crop_pad_size')
         if self.gt_size > crop_pad_size:
             raise ValueError(f'gt_size {self.gt_size} is larger than datasets.train.crop_pad_size {crop_pad_size} '
                              '(Real-ESRGAN hard-codes 400): raise crop_pad_size or lower gt_size')
         # Its own stream, apart from the global RNG (dropout etc.), seeded by seed and rank.
-        seed = int(np.random.SeedSequence([int(opt.get('manual_seed', 0)), int(opt.get('rank', 0)),
+        seed = int(np.random.SeedSequence([_seed_of(opt), defs.value(opt, defs.TOP_LEVEL, 'rank'),
                                            0xDE6]).generate_state(1)[0])
         self.degradation_generator = torch.Generator(device=self.device)
         self.degradation_generator.manual_seed(seed)
@@ -130,7 +138,7 @@ class OnTheFlyDegradationMixin:
         if reason is not None:
             opt = self.opt
             iteration = int(state.get('iter', 0) or 0)
-            seed = int(np.random.SeedSequence([int(opt.get('manual_seed', 0) or 0), int(opt.get('rank', 0)), 0xDE6,
+            seed = int(np.random.SeedSequence([_seed_of(opt), defs.value(opt, defs.TOP_LEVEL, 'rank'), 0xDE6,
                                                iteration]).generate_state(1)[0])
             self.degradation_generator.manual_seed(seed)
             logger.warning('Degradation generator: %s. The degradation stream is reseeded (seed %d, from '
@@ -153,7 +161,7 @@ class RealESRNetModel(OnTheFlyDegradationMixin, SRModel):
     def feed_data(self, data):
         if self.is_train and self.high_order_degradation and self.degradation is not None:
             gt = data['gt'].to(self.device, non_blocking=True)
-            if self.opt.get('gt_usm', False):
+            if defs.value(self.opt, defs.TOP_LEVEL, 'gt_usm'):
                 gt = self.usm_sharpener(gt)
             self.lq, self.gt = self.synthesize_pairs(gt)
         else:  # validation, or paired fine-tuning (high_order_degradation: false)
@@ -233,9 +241,9 @@ class RealESRGANModel(DiscriminatorMixin, OnTheFlyDegradationMixin, SRModel):
         opt = self.opt
         if self.gt_usm is None:
             self.gt_usm = self.usm_sharpener(self.gt)
-        l1_gt = self.gt_usm if opt.get('l1_gt_usm', True) else self.gt
-        percep_gt = self.gt_usm if opt.get('percep_gt_usm', True) else self.gt
-        gan_gt = self.gt_usm if opt.get('gan_gt_usm', False) else self.gt
+        l1_gt = self.gt_usm if defs.value(opt, defs.TOP_LEVEL, 'l1_gt_usm') else self.gt
+        percep_gt = self.gt_usm if defs.value(opt, defs.TOP_LEVEL, 'percep_gt_usm') else self.gt
+        gan_gt = self.gt_usm if defs.value(opt, defs.TOP_LEVEL, 'gan_gt_usm') else self.gt
         g_due = self.generator_step_due(current_iter)
         with self.train_step.micro_batch() as step:
             self.set_discriminator_trainable(False)

@@ -5,6 +5,7 @@ from collections import OrderedDict
 
 import torch
 
+from realsr import option_defs as defs
 from realsr.archs import build_network
 from realsr.runtime import checkpoint
 from realsr.runtime.ema import update_ema
@@ -161,8 +162,11 @@ class SRModel(BaseModel):
             step.backward('g', l_total, loss_dict)
             step.log(loss_dict)
 
-    def _tile_opt(self):
-        return (self.opt.get('val') or {}).get('tile') or self.opt.get('tile')
+    def _tiling(self):
+        """``(tile_size, tile_pad)`` of ``val.tile``, else of the top-level ``tile`` (realsr-test's),
+        with the defined defaults (tile_size 0: no tiling)."""
+        tile = (self.opt.get('val') or {}).get('tile') or self.opt.get('tile')
+        return defs.value(tile, defs.TILE, 'tile_size'), defs.value(tile, defs.TILE, 'tile_pad')
 
     def inference_net(self):
         """The network that tests and validates: the EMA copy, else net_g without its DDP or
@@ -180,8 +184,7 @@ class SRModel(BaseModel):
         net.eval()
         try:
             lq = lq.to(self.device, non_blocking=True)
-            tile = self._tile_opt() or {}
-            return padded_forward(net, lq, 1, tile.get('tile_size', 0), tile.get('tile_pad', 10))
+            return padded_forward(net, lq, 1, *self._tiling())
         finally:
             net.train(was_training)
 

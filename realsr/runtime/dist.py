@@ -12,6 +12,8 @@ import subprocess
 import torch
 import torch.distributed as dist
 
+from realsr import option_defs as defs
+
 
 # Backends torch.distributed knows that work on a CPU-only process, and those that need CUDA.
 _CPU_BACKENDS = ('gloo', 'mpi', 'ucc')
@@ -68,11 +70,7 @@ def init_dist(launcher, backend=None, port=None, use_cuda=None, local_rank=None,
     return device
 
 
-# dist_params.timeout: seconds a collective may wait for the other ranks before it fails (torch's
-# own default for gloo). One definition, read by the option checker and by init_dist.
-DEFAULT_TIMEOUT_S = 1800
-TIMEOUT_DOC = ('seconds a collective (all-reduce, barrier) waits for the other ranks before the run stops '
-               f'with an error naming this option; default {DEFAULT_TIMEOUT_S}')
+DEFAULT_TIMEOUT_S = defs.default(defs.DIST_PARAMS, 'timeout')  # dist_params.timeout, defined in option_defs
 # The rendezvous waits at least this long, so that ranks which start a few seconds apart (imports,
 # dataset scans on a busy node) still meet when dist_params.timeout is short.
 _RENDEZVOUS_MIN_S = 120
@@ -80,8 +78,7 @@ _RENDEZVOUS_MIN_S = 120
 
 def dist_timeout(dist_params):
     """``dist_params.timeout`` in seconds (the default when unset)."""
-    value = (dist_params or {}).get('timeout')
-    return float(DEFAULT_TIMEOUT_S if value is None else value)
+    return float(defs.value(dist_params, defs.DIST_PARAMS, 'timeout'))
 
 
 def init_process_group(backend, timeout=None):

@@ -19,15 +19,15 @@ import json
 import os
 from collections import OrderedDict
 
-FORMATS = ('pth', 'safetensors')
-EXTENSIONS = {'pth': '.pth', 'safetensors': '.safetensors'}
+from realsr import option_defs as defs
 
-DEFAULT_FORMAT = 'pth'  # logger.save_checkpoint_format is defined in realsr/option_defs.py
+FORMATS = defs.CHECKPOINT_FORMATS
+EXTENSIONS = {'pth': '.pth', 'safetensors': '.safetensors'}
 
 
 def save_checkpoint_format(opt):
     """``logger.save_checkpoint_format`` of an option dict (validated by the option checker)."""
-    value = (opt.get('logger') or {}).get('save_checkpoint_format') or DEFAULT_FORMAT
+    value = defs.value(opt.get('logger'), defs.LOGGER, 'save_checkpoint_format')
     if value not in FORMATS:  # options that skipped the checker (a hand-made dict)
         raise ValueError(f"'logger.save_checkpoint_format' must be one of {', '.join(FORMATS)}, got {value!r}")
     return value
