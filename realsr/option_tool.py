@@ -107,6 +107,15 @@ def _registry_entries(registry, skip=()):
     return out
 
 
+def _auto_arch_entry(arch_entries):
+    """``network_<x>: {type: auto}``: the arch comes from ``path.pretrain_network_<x>``; the other
+    keys override the detected arguments, so any argument of some registered arch is allowed
+    (a typo that no arch has is still flagged)."""
+    names = sorted({n for props, _, _ in arch_entries.values() for n in props})
+    return {n: {'description': "overrides the argument detected from path.pretrain_network_<x>"} for n in names}, \
+        [], False
+
+
 def _metric_entries():
     from realsr.option_schema import _builtin_metric_params
     out = {}
@@ -163,6 +172,9 @@ def _grid_schema():
 def build_schema():
     """The JSON Schema (a dict) of a realsr option file."""
     from realsr.registry import ARCH_REGISTRY, LOSS_REGISTRY, REGULARIZER_REGISTRY
+    from realsr.runtime.model_files import AUTO_ARCH
+    arch_entries = _registry_entries(ARCH_REGISTRY)
+    arch_entries[AUTO_ARCH] = _auto_arch_entry(arch_entries)
     loss = {'$ref': '#/$defs/loss'}
     slots = sorted({s for slots in defs.LOSS_SLOTS.values() for s in slots})
     train = _object(defs.TRAIN, extra={
@@ -187,7 +199,8 @@ def build_schema():
                           'description': 'datasets x degradations, expanded into test_* blocks'}})
     top['required'] = ['name', 'model_type']
     top['$defs'] = {
-        'network': _typed(_registry_entries(ARCH_REGISTRY), 'a registered arch and its constructor arguments'),
+        'network': _typed(arch_entries, "a registered arch and its constructor arguments, or 'auto': the arch "
+                          'of path.pretrain_network_<x>'),
         'loss': _typed(_registry_entries(LOSS_REGISTRY), 'a registered loss and its arguments'),
         'regularizer': _typed(_registry_entries(REGULARIZER_REGISTRY), 'a registered regularizer and its arguments'),
         'metric': _typed(_metric_entries(), 'a registered metric and its arguments',

@@ -78,6 +78,17 @@ def test_wrong_values_fail_the_schema(validator):
     assert any(e.startswith('network_g.type') for e in errors), errors
 
 
+def test_type_auto_takes_any_arch_argument_but_not_a_typo(validator):
+    """network_g: {type: auto} reads the arch from the pretrained file; its other keys override the
+    detected arguments (realsr.runtime.model_files.resolve_auto_networks)."""
+    opt = yaml_load(os.path.join(os.path.dirname(shipped_files()[0]), '..', 'train', 'train_MSRResNet_x4.yml'))
+    opt['network_g'] = {'type': 'auto', 'img_range': 1.0}
+    assert _errors(validator, opt) == []
+    opt['network_g']['img_rnage'] = 1.0
+    errors = _errors(validator, opt)
+    assert any('img_rnage' in e for e in errors), errors
+
+
 def test_the_command_writes_the_schema(tmp_path, capsys):
     out = tmp_path / 'realsr-options.schema.json'
     assert main(['schema', '-o', str(out)]) == 0
