@@ -35,6 +35,7 @@ class Option:
     minimum: float = None  # smallest allowed number (inclusive)
     required: str = ''  # 'always', 'train' (training only) or '' (optional)
     fill: bool = True  # False: not written into the options; readers take it through value()
+    train_only: bool = False  # a dataset key that only a training dataset reads (rejected in val/test blocks)
 
 
 # -- the training step (read together by realsr.runtime.step_options) ----------------------------
@@ -260,16 +261,20 @@ LOADER = (  # every dataset, any type
     Option('phase', 'str', None, 'set by realsr from the dataset key', choices=PHASES),
     Option('scale', 'int', 1, 'set by realsr from the top-level scale', fill=False),
     Option('io_backend', 'dict', None, 'image storage: {type: disk} or {type: lmdb}'),
-    Option('num_worker_per_gpu', 'int', 0, 'data-loader worker processes per GPU', minimum=0, fill=False),
-    Option('batch_size_per_gpu', 'int', None, 'training batch size per GPU', minimum=1),
+    # the training loader's (validation and test load one whole image at a time, in the main process)
+    Option('num_worker_per_gpu', 'int', 0, 'data-loader worker processes per GPU', minimum=0, fill=False,
+           train_only=True),
+    Option('batch_size_per_gpu', 'int', None, 'training batch size per GPU', minimum=1, train_only=True),
     Option('dataset_enlarge_ratio', 'int', 1, 'repeat the dataset this many times per epoch', minimum=1,
-           fill=False),
-    Option('prefetch_mode', 'str', None, 'prefetch batches: ~ (none), cpu or cuda', choices=('cpu', 'cuda')),
-    Option('num_prefetch_queue', 'int', 1, 'batches kept ahead with prefetch_mode', minimum=1, fill=False),
+           fill=False, train_only=True),
+    Option('prefetch_mode', 'str', None, 'prefetch batches: ~ (none), cpu or cuda', choices=('cpu', 'cuda'),
+           train_only=True),
+    Option('num_prefetch_queue', 'int', 1, 'batches kept ahead with prefetch_mode', minimum=1, fill=False,
+           train_only=True),
     Option('prefetch_factor', 'int', 2, 'batches loaded ahead by each worker (torch DataLoader)', minimum=1,
-           fill=False),
-    Option('pin_memory', 'bool', None, 'pinned host memory (default: on when training on a GPU)'),
-    Option('persistent_workers', 'bool', False, 'keep workers alive between epochs', fill=False),
+           fill=False, train_only=True),
+    Option('pin_memory', 'bool', None, 'pinned host memory (default: on when training on a GPU)', train_only=True),
+    Option('persistent_workers', 'bool', False, 'keep workers alive between epochs', fill=False, train_only=True),
     Option('skip_bad_images', 'bool', False, 'skip unreadable images with a warning instead of stopping',
            fill=False),
     Option('use_shuffle', 'bool', None, "BasicSR's; ignored, with a log line (the sampler shuffles)"),
@@ -288,9 +293,10 @@ PAIRED_DATASET = (
     Option('dataroot_lq', 'str', None, 'folder (or .lmdb) of LQ images'),
     Option('meta_info_file', 'str', None, 'text file listing the image names to use'),
     Option('filename_tmpl', 'str', '{}', "LQ file-name template, e.g. '{}x4'", fill=False),
-    Option('gt_size', 'int', None, 'GT patch size for training (a multiple of scale)', minimum=1),
-    Option('use_hflip', 'bool', False, 'random horizontal flips (training)', fill=False),
-    Option('use_rot', 'bool', False, 'random 90-degree rotations and vertical flips (training)', fill=False),
+    Option('gt_size', 'int', None, 'GT patch size for training (a multiple of scale)', minimum=1, train_only=True),
+    Option('use_hflip', 'bool', False, 'random horizontal flips (training)', fill=False, train_only=True),
+    Option('use_rot', 'bool', False, 'random 90-degree rotations and vertical flips (training)', fill=False,
+           train_only=True),
     Option('color', 'str', None, "'y': use the Y channel only", choices=('y',)),
     Option('mean', 'list', None, 'per-channel mean subtracted from the images'),
     Option('std', 'list', None, 'per-channel std the images are divided by'),
@@ -383,8 +389,15 @@ def dataset_options(dataset_type, phase):
     own = DATASET_TYPES.get(dataset_type)
     if own is None:
         return None
-    extra = ON_THE_FLY_DATASETS.get(dataset_type, ()) + TRAIN_DATASET_EXTRA if phase == 'train' else ()
-    return LOADER + own + extra
+    if phase != 'train':
+        return tuple(o for o in LOADER + own if not o.train_only)
+    return LOADER + own + ON_THE_FLY_DATASETS.get(dataset_type, ()) + TRAIN_DATASET_EXTRA
+
+
+def all_dataset_options():
+    """Every option of every built-in dataset type, any phase (with repeats)."""
+    for name in DATASET_TYPES:
+        yield from dataset_options(name, 'train')
 
 
 def known_dataset_keys(dataset_type):
@@ -430,6 +443,39 @@ def value(node, options, name):
     default is not filled in (``fill=False``) or whose options may have been built in code."""
     found = node.get(name) if isinstance(node, dict) else None
     return default(options, name) if found is None else found
+
+
+def reader_defaults(opt):
+    """``[(dotted key, default)]`` of the defaults that readers apply but parse_options does not
+    write (``fill=False``), for the keys this option file leaves unset: what ``--dry_run`` lists
+    below the resolved options. The degradation keys only for an on-the-fly training dataset."""
+    datasets = opt.get('datasets') if isinstance(opt.get('datasets'), dict) else {}
+    train_type = (datasets.get('train') or {}).get('type') if isinstance(datasets.get('train'), dict) else None
+    dasr_only = {o.name for o in DEGRADATION_TOP
+                 if o.name.endswith(DASR_SPACE_SUFFIXES) or o.name.startswith('degree_')}
+    skip = {'weight'}  # only with Simple-Align's name switch (realsr.compat logs it)
+    if train_type not in ON_THE_FLY_DATASETS:
+        skip |= {o.name for o in DEGRADATION_TOP}
+    elif train_type != 'DASRDataset':
+        skip |= dasr_only
+    out = []
+
+    def unset(node, options, prefix):
+        for o in options:
+            if not o.fill and o.default is not None and o.name not in skip and node.get(o.name) is None:
+                out.append((prefix + o.name, o.default))
+
+    for section in ('', 'train', 'dist_params'):
+        node = opt if not section else opt.get(section)
+        if isinstance(node, dict) or (section == 'dist_params' and opt.get('dist')):
+            unset(node or {}, SECTIONS[section], f'{section}.' if section else '')
+    for key, ds in datasets.items():
+        options = dataset_options(ds.get('type'), ds.get('phase')) if isinstance(ds, dict) else None
+        if options is not None:
+            unset(ds, options, f'datasets.{key}.')
+            unset(ds.get('io_backend') or {}, IO_BACKEND if (ds.get('io_backend') or {}).get('type') == 'lmdb'
+                  else (), f'datasets.{key}.io_backend.')
+    return out
 
 
 def fill_defaults(opt, is_train):

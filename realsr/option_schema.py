@@ -175,6 +175,19 @@ class _Checker:
             if o.minimum is not None and _is_num(value) and value < o.minimum:
                 self.add(f"'{full}' must be at least {o.minimum:g}, got {value!r}")
 
+    def without_training_keys(self, ds, path, phase, options):
+        """``ds`` without the keys that only a training dataset reads, each reported (a val or test
+        dataset reads every image once, whole and unaugmented)."""
+        if phase == 'train':
+            return ds
+        allowed = {o.name for o in options}
+        training = {o.name for o in defs.all_dataset_options() if o.train_only} - allowed
+        found = [k for k in ds if k in training]
+        for key in found:
+            self.add(f"'{path}.{key}' applies to training datasets only ({phase} datasets load each image once, "
+                     'whole, without augmentation or batching); remove it')
+        return {k: v for k, v in ds.items() if k not in found}
+
     def unknown_key(self, full, key, known):
         close = _close(key, known)
         hint = f"; did you mean '{close}'?" if close else ''
@@ -372,7 +385,7 @@ class _Checker:
             if options is None:  # a user's dataset that does not declare its keys: the loader keys are ours
                 self.options(ds, path, defs.LOADER, allow_extra=True)
             else:
-                self.options(ds, path, options)
+                self.options(self.without_training_keys(ds, path, phase, options), path, options)
             builtin = name in defs.DATASET_TYPES
             io = ds.get('io_backend')
             if io is None and builtin:

@@ -207,6 +207,12 @@ def test_resolved_options_show_defaults_and_what_would_be_used(tmp_path, monkeyp
     assert 'print_freq: 100' in out  # BasicSR's default, filled in
     assert 'would use 8 GPU(s)' in out  # no GPU here, and no error for it in a dry run
     assert 'datasets.train: 8 images' in out and 'network_g: MSRResNet' in out
+    # the defaults that readers apply (fill=False) are listed as comments, so the YAML still loads back
+    applied = out[out.index('# Defaults applied where these keys are read'):out.index('# realsr --dry_run')]
+    assert '#   datasets.train.accum_iter: 1\n' in applied and '#   train.grad_clip: false\n' in applied
+    assert '#   datasets.val.filename_tmpl: "{}"\n' in applied  # a PairedImageDataset key, JSON-quoted
+    assert 'datasets.val.use_hflip' not in applied  # a training key: a val block may not set it
+    assert 'resize_prob' not in applied  # degradation keys only for on-the-fly training data
 
 
 # -- bad files: exit 2, every problem named --------------------------------------------------------

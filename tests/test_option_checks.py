@@ -124,6 +124,22 @@ def test_keys_the_code_reads_are_accepted():
     assert _problems(dasr) == []
 
 
+def test_a_key_the_dataset_does_not_read_is_rejected_where_it_is_not_read():
+    """Kernel keys belong to on-the-fly training data (a paired dataset reads none); DASR's space
+    keys to DASRDataset; augmentation, crop and loader keys to a training dataset."""
+    paired = _load(SR_FILE)
+    paired['datasets']['train']['kernel_range'] = [7, 21]
+    assert any("unknown key 'datasets.train.kernel_range'" in p for p in _problems(paired))
+    realesrgan = _load(ON_THE_FLY_FILE)
+    realesrgan['datasets']['train']['blur_sigma_weak1'] = [0.2, 0.8]
+    assert any("unknown key 'datasets.train.blur_sigma_weak1'" in p for p in _problems(realesrgan))
+    for key, value in (('use_hflip', True), ('gt_size', 128), ('num_worker_per_gpu', 4), ('batch_size_per_gpu', 2)):
+        opt = _load(SR_FILE)
+        opt['datasets']['val'][key] = value
+        assert _problems(opt) == [f"'datasets.val.{key}' applies to training datasets only (val datasets load each "
+                                  'image once, whole, without augmentation or batching); remove it'], key
+
+
 def test_a_key_rejected_in_one_model_is_read_by_another():
     """Loss slots and networks follow the model: gan_opt and network_d belong to a GAN model."""
     opt = _load(SR_FILE)

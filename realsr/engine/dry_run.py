@@ -11,6 +11,7 @@ no time for their initialisation), and a default dataset that would be written o
 in a temporary folder removed here.
 """
 import contextlib
+import json
 import os
 import shutil
 
@@ -46,6 +47,11 @@ def run_dry_run(opt, args, is_train):
         if problems:
             raise OptionError(problems, args.opt)
         print(_resolved_text(opt))
+        applied = defs.reader_defaults(opt)
+        if applied:
+            print('# Defaults applied where these keys are read (realsr/option_defs.py; not written above):')
+            for key, value in applied:
+                print(f'#   {key}: {json.dumps(value)}')
         print('# realsr --dry_run: nothing was written.')
         for note in notes:
             print(f'#   {note}')
