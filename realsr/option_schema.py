@@ -124,8 +124,6 @@ def _metric_params(name):
     return _builtin_metric_params().get(name)
 
 
-
-
 def _close(key, candidates):
     close = difflib.get_close_matches(str(key), list(candidates), n=1, cutoff=0.6)
     return close[0] if close else None

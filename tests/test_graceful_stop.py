@@ -159,6 +159,7 @@ def test_a_signal_arriving_inside_the_check_is_announced_once(caplog):
         check_parent()
 
     stop._check_parent = signal_arrives_here
+
     def announcements():
         return [r for r in caplog.records if 'SIGTERM received: finishing this iteration' in r.getMessage()]
 
