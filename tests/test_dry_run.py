@@ -339,12 +339,18 @@ def test_damaged_resume_state_exits_2_naming_it(tmp_path, monkeypatch, capsys, p
     assert "'path.resume_state'" in err and 'cut.state' in err
 
 
-def test_auto_resume_says_which_state(tmp_path, monkeypatch, capsys, pair_folders):
+def _experiment_with_state_at_4(tmp_path):
+    """experiments/again with a resumable state and weights of iteration 4."""
     exp = tmp_path / 'experiments' / 'again'
     (exp / 'training_states').mkdir(parents=True)
     (exp / 'models').mkdir()
     torch.save({'iter': 4, 'epoch': 1, 'optimizers': [], 'schedulers': []}, exp / 'training_states' / '4.state')
     _small_net_weights(exp / 'models' / 'net_g_4.pth')
+    return exp
+
+
+def test_auto_resume_says_which_state(tmp_path, monkeypatch, capsys, pair_folders):
+    exp = _experiment_with_state_at_4(tmp_path)
     from realsr import train as train_cli
     monkeypatch.chdir(tmp_path)
     before = _listing(str(tmp_path))
@@ -386,11 +392,7 @@ def test_the_issues_bad_values_exit_2_naming_the_key(change, key, tmp_path, monk
 
 def test_auto_resume_dry_run_skips_what_the_run_would_skip(tmp_path, monkeypatch, capsys, pair_folders):
     """--dry_run --auto_resume picks the checkpoint the run would: a truncated newest state is skipped and named."""
-    exp = tmp_path / 'experiments' / 'again'
-    (exp / 'training_states').mkdir(parents=True)
-    (exp / 'models').mkdir()
-    torch.save({'iter': 4, 'epoch': 1, 'optimizers': [], 'schedulers': []}, exp / 'training_states' / '4.state')
-    _small_net_weights(exp / 'models' / 'net_g_4.pth')
+    exp = _experiment_with_state_at_4(tmp_path)
     (exp / 'training_states' / '8.state').write_bytes(b'PK\x03\x04 cut by a kill')
     _small_net_weights(exp / 'models' / 'net_g_8.pth')
     from realsr import train as train_cli
