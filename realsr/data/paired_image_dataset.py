@@ -88,6 +88,7 @@ class PairedImageDataset(data.Dataset):
         self.skip_bad_images = bool(defs.value(opt, defs.LOADER, 'skip_bad_images'))
         self.use_hflip = defs.value(opt, defs.PAIRED_DATASET, 'use_hflip')
         self.use_rot = defs.value(opt, defs.PAIRED_DATASET, 'use_rot')
+        self.scale = int(defs.value(opt, defs.LOADER, 'scale'))
         backend = self.io_backend_opt['type']
         if backend not in ('disk', 'lmdb'):
             FileClient(backend)  # raises the clear 'not supported' error now, not in a worker
@@ -121,7 +122,7 @@ class PairedImageDataset(data.Dataset):
         return self.file_client
 
     def _load(self, index):
-        scale = int(defs.value(self.opt, defs.LOADER, 'scale'))
+        scale = self.scale
         client = self._file_client()
         gt_path = self.paths[index]['gt_path']
         lq_path = self.paths[index]['lq_path']

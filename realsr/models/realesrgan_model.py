@@ -52,6 +52,9 @@ class OnTheFlyDegradationMixin:
         opt = self.opt
         self.usm_sharpener = USMSharp().to(self.device)
         self.high_order_degradation = defs.value(opt, defs.TOP_LEVEL, 'high_order_degradation')
+        # read once here, not in the per-iteration feed_data / optimize_parameters
+        self.usm_targets = {k: bool(defs.value(opt, defs.TOP_LEVEL, k))
+                            for k in ('gt_usm', 'l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')}
         self.degradation = None
         if not (self.is_train and self.high_order_degradation):
             return
@@ -161,7 +164,7 @@ class RealESRNetModel(OnTheFlyDegradationMixin, SRModel):
     def feed_data(self, data):
         if self.is_train and self.high_order_degradation and self.degradation is not None:
             gt = data['gt'].to(self.device, non_blocking=True)
-            if defs.value(self.opt, defs.TOP_LEVEL, 'gt_usm'):
+            if self.usm_targets['gt_usm']:
                 gt = self.usm_sharpener(gt)
             self.lq, self.gt = self.synthesize_pairs(gt)
         else:  # validation, or paired fine-tuning (high_order_degradation: false)
@@ -238,12 +241,11 @@ class RealESRGANModel(DiscriminatorMixin, OnTheFlyDegradationMixin, SRModel):
 
     def optimize_parameters(self, current_iter):
         self.set_iteration(current_iter)
-        opt = self.opt
         if self.gt_usm is None:
             self.gt_usm = self.usm_sharpener(self.gt)
-        l1_gt = self.gt_usm if defs.value(opt, defs.TOP_LEVEL, 'l1_gt_usm') else self.gt
-        percep_gt = self.gt_usm if defs.value(opt, defs.TOP_LEVEL, 'percep_gt_usm') else self.gt
-        gan_gt = self.gt_usm if defs.value(opt, defs.TOP_LEVEL, 'gan_gt_usm') else self.gt
+        l1_gt = self.gt_usm if self.usm_targets['l1_gt_usm'] else self.gt
+        percep_gt = self.gt_usm if self.usm_targets['percep_gt_usm'] else self.gt
+        gan_gt = self.gt_usm if self.usm_targets['gan_gt_usm'] else self.gt
         g_due = self.generator_step_due(current_iter)
         with self.train_step.micro_batch() as step:
             self.set_discriminator_trainable(False)
